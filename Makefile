@@ -1,0 +1,88 @@
+# poolmalloc: plain GNU make. `make` builds build/libpoolmalloc.so and build/libpoolmalloc.a.
+#   make demo     run python3 under the allocator and show its statistics report
+#   make check    every test: Criterion unit tests, sanitizer builds, integration tests
+#   make bench    the benchmark suite against glibc, jemalloc, mimalloc and tcmalloc
+#   make install PREFIX=/usr/local
+CC      ?= cc
+PREFIX  ?= /usr/local
+BUILD   ?= build
+OPT     ?= -O2
+WARN    := -Wall -Wextra -Wshadow -Wundef -Wmissing-prototypes -Wstrict-prototypes -Wpointer-arith -Werror
+CFLAGS_LIB := -std=gnu11 $(OPT) -g -fPIC -fvisibility=hidden -ftls-model=initial-exec \
+              -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc -fno-builtin-free \
+              $(WARN) -Iinclude -Ilib $(EXTRA_CFLAGS)
+LDLIBS_LIB := -lpthread
+
+SRCS    := $(wildcard lib/*.c)
+OBJS    := $(SRCS:lib/%.c=$(BUILD)/obj/%.o)
+HDRS    := $(wildcard lib/*.h include/*.h include/poolmalloc/*.h)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+VERSION := 0.1.0
+
+.PHONY: all deps deps-check deps-bench check unit sanitize integration demo bench install clean debug asan tsan
+all: $(BUILD)/libpoolmalloc.so $(BUILD)/libpoolmalloc.a
+
+deps:
+	@bash scripts/install-deps.sh build
+deps-check:
+	@bash scripts/install-deps.sh check
+deps-bench:
+	@bash scripts/install-deps.sh bench
+
+$(BUILD)/obj/%.o: lib/%.c $(HDRS) | $(BUILD)/obj
+	$(CC) $(CFLAGS_LIB) -c $< -o $@
+
+$(BUILD)/obj:
+	@mkdir -p $@
+
+$(BUILD)/libpoolmalloc.so: $(OBJS)
+	$(CC) -shared -Wl,-soname,libpoolmalloc.so -Wl,-z,now -o $@ $(OBJS) $(LDLIBS_LIB)
+
+$(BUILD)/libpoolmalloc.a: $(OBJS)
+	@rm -f $@
+	ar rcs $@ $(OBJS)
+
+# ---- tests ---------------------------------------------------------------------------------
+# Unit tests link the static library, so the test binary (and Criterion inside it) runs on it.
+$(BUILD)/tests/unit: $(UNIT_SRCS) tests/unit/helpers.h $(BUILD)/libpoolmalloc.a
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O1 -g $(WARN) -Wno-missing-prototypes -Iinclude -Ilib -Itests/unit \
+	    $(UNIT_SRCS) -o $@ $(BUILD)/libpoolmalloc.a -lcriterion -lpthread
+
+unit: deps-check $(BUILD)/tests/unit
+	$(BUILD)/tests/unit --jobs 2
+
+# The same unit tests on the library built with ASan+UBSan, and the threaded ones with TSan.
+asan:
+	$(MAKE) BUILD=$(BUILD)/asan OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -DPM_SANITIZE=1" \
+	    SANITIZE_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/tests/unit
+	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(BUILD)/asan/tests/unit --jobs 2
+tsan:
+	$(MAKE) BUILD=$(BUILD)/tsan OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread -DPM_SANITIZE=1" $(BUILD)/tsan/tests/tsan
+	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/tsan/tests/tsan
+
+integration: all deps-check
+	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash tests/integration/run.sh
+
+check: all unit integration
+
+demo: all deps-check
+	@bash tools/pm-demo $(abspath $(BUILD)/libpoolmalloc.so)
+
+bench: all deps-bench
+	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/run.sh
+
+debug:
+	$(MAKE) BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" all
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/poolmalloc $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(BUILD)/libpoolmalloc.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(BUILD)/libpoolmalloc.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/poolmalloc.h $(DESTDIR)$(PREFIX)/include/
+	for f in include/poolmalloc/*.h; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(PREFIX)/include/poolmalloc/ || true; done
+	install -m 755 tools/pm-demo $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' poolmalloc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/poolmalloc.pc
+
+clean:
+	rm -rf $(BUILD)

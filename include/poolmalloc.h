@@ -1,0 +1,47 @@
+/* poolmalloc.h: the public API of poolmalloc, a pymalloc-style drop-in malloc.
+ *
+ * Linking with -lpoolmalloc (or preloading libpoolmalloc.so) replaces malloc, free and the rest of
+ * the C allocation family for the whole process. These pm_ names are the same allocator under
+ * names that never collide with libc, plus what libc has no name for. */
+#ifndef POOLMALLOC_H
+#define POOLMALLOC_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define POOLMALLOC_VERSION_MAJOR 0
+#define POOLMALLOC_VERSION_MINOR 1
+
+void  *pm_malloc(size_t size);
+void  *pm_calloc(size_t count, size_t size);
+void  *pm_realloc(void *p, size_t size);
+void   pm_free(void *p);
+void  *pm_aligned_alloc(size_t alignment, size_t size);
+size_t pm_usable_size(const void *p);
+
+/* Give free memory back to the OS now: empty pools of every heap, free pool slots, free arenas.
+ * Returns the number of bytes released. */
+size_t pm_trim(void);
+
+/* Write the statistics report (the one POOLMALLOC_CONF=stats:true prints at exit) to fd. */
+void   pm_stats_print(int fd);
+
+/* Totals from a walk of every arena; they balance: mapped == in_use + free + overhead. */
+typedef struct {
+    size_t mapped;      /* bytes mapped from the OS: arenas plus huge mappings */
+    size_t in_use;      /* bytes in blocks handed out (block sizes, huge: bytes requested) */
+    size_t free;        /* bytes in free blocks inside pools */
+    size_t overhead;    /* pool tails, arena headers, free pool slots, huge page rounding */
+    size_t arenas;      /* arenas mapped now */
+    size_t huge_blocks; /* huge blocks live now */
+    size_t resident;    /* resident set size of the whole process, 0 if unknown */
+} pm_stats_t;
+void   pm_stats_get(pm_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,51 @@
+/* alloc.h: the malloc and free fast paths, inline, each with one exit to a noinline slow path.
+ *
+ * malloc, for a size of at most 1 MiB: size -> class by arithmetic, the thread's heap from
+ * initial-exec TLS, the class's current pool, pop its free list. Everything else (an empty free
+ * list, the first call of a thread, huge sizes) leaves through _pm_malloc_slow.
+ *
+ * free: one load of the arena map proves the pointer is in one of our arenas; the pool descriptor
+ * comes from the arena header; the block must be on a block boundary (multiply by a reciprocal,
+ * no divide) and must not carry the free mark (else: double free). A block of another thread's
+ * pool, a huge block, NULL, or anything suspicious leaves through _pm_free_slow, which either
+ * frees it remotely or reports the error and aborts.
+ *
+ * Cost, counted with callgrind on bench/fastpath (x86-64, gcc -O2): see README "Performance".
+ */
+#ifndef PM_ALLOC_H
+#define PM_ALLOC_H
+#include "internal.h"
+
+PM_INLINE void *_pm_malloc(size_t size) {
+    if (PM_LIKELY(size <= PM_LARGE_MAX)) {
+        pm_heap_t *heap = _pm_heap_tls;
+        pm_pool_t *pool = heap->avail[_pm_class_of(size)];
+        pm_block_t *block = pool->free;
+        if (PM_LIKELY(block != NULL)) {
+            pool->free = block->next;
+            block->mark = 0;
+            pool->used++;
+            return block;
+        }
+    }
+    return _pm_malloc_slow(size);
+}
+
+PM_INLINE void _pm_free(void *p) {
+    if (PM_LIKELY(_pm_is_arena_ptr(p))) {
+        pm_pool_t *pool = _pm_pool_of(p);
+        pm_block_t *block = p;
+        pm_heap_t *heap = _pm_heap_tls;
+        uintptr_t mark = _pm_free_key ^ (uintptr_t)p;
+        if (PM_LIKELY(pool->heap == heap && _pm_pool_is_block_start(pool, p) && block->mark != mark)) {
+            block->next = pool->free;
+            block->mark = mark;
+            pool->free = block;
+            if (PM_UNLIKELY(--pool->used == 0 || pool->full)) _pm_heap_free_slow(heap, pool);
+            return;
+        }
+    }
+    _pm_free_slow(p);
+}
+
+#endif

@@ -1,0 +1,303 @@
+/* heap.c: per-thread heaps, the slow path of allocation, remote frees, and thread exit.
+ *
+ * Every thread allocates from its own heap with no lock and no atomic. A heap keeps, per size
+ * class, a doubly linked list of its pools that may have free blocks; the first is the one the
+ * fast path pops from. Pools that fill up leave the list (pool.c: "full") and come back when a
+ * block is freed into them, locally or through the delayed list.
+ *
+ * Frees from other threads never touch the owner's lists: they push onto the pool's atomic remote
+ * stack (or, for a full pool, onto the heap's atomic `delayed` stack). The owner takes them back
+ * in its slow path.
+ *
+ * Thread exit: a pthread key destructor drains the heap, returns its empty pools to the arenas, and
+ * pushes it on the abandoned stack. The next thread that needs a heap adopts it whole, with its
+ * partly used pools, so a program that creates and joins 100,000 threads reuses one heap. Heaps
+ * are never unmapped: their number is bounded by the peak number of live threads.
+ *
+ * A thread that allocates after its destructor ran (other destructors may) uses the orphan heap,
+ * under a lock, so that it does not leak a heap per thread.
+ *
+ * fork(): the child keeps only the forking thread. Heaps of the other threads may have been
+ * mid-update when the fork happened, so the child never adopts them ("retired"): their free blocks
+ * stay unused in the child, which costs memory but can never hand out a block twice.
+ *
+ * Lock order: orphan_lock, heap_lock, then _pm_arena_lock (huge.c's lock is independent).
+ */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <string.h>
+
+pm_heap_t _pm_heap_empty = {
+    .avail = { [0 ... PM_NCLASSES - 1] = &_pm_pool_empty },
+    .is_static = true,
+};
+__thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec"))) = &_pm_heap_empty;
+static __thread bool tls_dead __attribute__((tls_model("initial-exec")));
+
+static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t orphan_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t heap_key;
+static pm_heap_t *all_heaps, *abandoned_heaps, *orphan_heap;
+static uint8_t *slab_next, *slab_end;               /* heap structs come from here */
+static size_t nheaps, nabandoned;
+
+#define HEAP_SLAB_SIZE ((size_t)64 << 10)
+
+/* ---- the per-class pool lists ---- */
+
+static void list_push_front(pm_heap_t *heap, pm_pool_t *pool) {
+    pm_pool_t *first = heap->avail[pool->size_class];
+    pool->prev = NULL;
+    pool->next = (first == &_pm_pool_empty) ? NULL : first;
+    if (pool->next) pool->next->prev = pool;
+    heap->avail[pool->size_class] = pool;
+}
+
+/* A pool coming back from full goes second: the current pool keeps serving (it may be an empty
+ * one kept for reuse), and the returning pool is next in line. */
+static void list_insert_second(pm_heap_t *heap, pm_pool_t *pool) {
+    pm_pool_t *first = heap->avail[pool->size_class];
+    if (first == &_pm_pool_empty) { list_push_front(heap, pool); return; }
+    pool->prev = first;
+    pool->next = first->next;
+    if (pool->next) pool->next->prev = pool;
+    first->next = pool;
+}
+
+static void list_remove(pm_heap_t *heap, pm_pool_t *pool) {
+    if (pool->prev) pool->prev->next = pool->next;
+    else heap->avail[pool->size_class] = pool->next ? pool->next : &_pm_pool_empty;
+    if (pool->next) pool->next->prev = pool->prev;
+    pool->next = pool->prev = NULL;
+}
+
+static void release_pool(pm_heap_t *heap, pm_pool_t *pool) {
+    list_remove(heap, pool);
+    _pm_arena_pool_release(pool);
+}
+
+/* After blocks went back to `pool` (locally, or drained): a full pool returns to its list, and an
+ * empty pool returns to its arena unless it is the class's current pool and a single slot (kept, so
+ * that a loop allocating and freeing one block does not take the arena lock each time). */
+void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool) {
+    if (pool->full) {
+        _pm_pool_clear_notify(pool);
+        list_insert_second(heap, pool);
+    }
+    if (pool->used == 0 && (heap->avail[pool->size_class] != pool || pool->slots > 1))
+        release_pool(heap, pool);
+}
+
+/* Blocks freed by other threads into pools that were full. */
+static void process_delayed(pm_heap_t *heap) {
+    pm_block_t *b = atomic_exchange_explicit(&heap->delayed, NULL, memory_order_acquire);
+    while (b) {
+        pm_block_t *next = b->next;
+        pm_pool_t *pool = _pm_pool_of(b);
+        b->next = pool->free;
+        pool->free = b;
+        pool->used--;
+        _pm_heap_free_slow(heap, pool);
+        b = next;
+    }
+}
+
+/* Take back everything other threads freed, and return every empty pool (even the current one)
+ * to the arenas. Used at thread exit, on adoption and by malloc_trim. */
+static void heap_collect(pm_heap_t *heap) {
+    process_delayed(heap);
+    for (unsigned c = 0; c < PM_NCLASSES; c++) {
+        pm_pool_t *pool = heap->avail[c];
+        if (pool == &_pm_pool_empty) continue;
+        while (pool) {
+            pm_pool_t *next = pool->next;
+            _pm_pool_drain_remote(pool);
+            if (pool->used == 0) release_pool(heap, pool);
+            pool = next;
+        }
+    }
+}
+
+/* ---- allocation slow path ---- */
+
+static void *pop(pm_pool_t *pool) {
+    pm_block_t *b = pool->free;
+    pool->free = b->next;
+    b->mark = 0;
+    pool->used++;
+    return b;
+}
+
+static void *heap_alloc(pm_heap_t *heap, unsigned c) {
+    if (atomic_load_explicit(&heap->delayed, memory_order_relaxed)) process_delayed(heap);
+    pm_pool_t *pool;
+    while ((pool = heap->avail[c]) != &_pm_pool_empty) {
+        if (pool->free || _pm_pool_refill(pool)) return pop(pool);
+        if (_pm_pool_mark_full(pool)) list_remove(heap, pool);
+    }
+    pool = _pm_arena_pool_acquire(c);
+    if (pool == NULL) return NULL;
+    _pm_pool_init(pool, heap);
+    list_push_front(heap, pool);
+    _pm_pool_refill(pool);
+    return pop(pool);
+}
+
+static pm_heap_t *heap_new(void) {
+    size_t size = (sizeof(pm_heap_t) + PM_CACHELINE - 1) & ~(size_t)(PM_CACHELINE - 1);
+    if (slab_next == NULL || slab_next + size > slab_end) {
+        uint8_t *slab = _pm_os_map(HEAP_SLAB_SIZE);
+        if (slab == NULL) return NULL;
+        slab_next = slab;
+        slab_end = slab + HEAP_SLAB_SIZE;
+    }
+    pm_heap_t *heap = (pm_heap_t *)slab_next;
+    slab_next += size;
+    for (unsigned c = 0; c < PM_NCLASSES; c++) heap->avail[c] = &_pm_pool_empty;
+    heap->all_next = all_heaps;
+    all_heaps = heap;
+    nheaps++;
+    return heap;
+}
+
+static pm_heap_t *heap_acquire(void) {
+    pthread_mutex_lock(&heap_lock);
+    pm_heap_t *heap = abandoned_heaps;
+    if (heap) {
+        abandoned_heaps = heap->abandoned_next;
+        heap->abandoned_next = NULL;
+        heap->abandoned = false;
+        nabandoned--;
+    } else {
+        heap = heap_new();
+    }
+    pthread_mutex_unlock(&heap_lock);
+    if (heap) heap_collect(heap);
+    return heap;
+}
+
+pm_heap_t *_pm_heap_get(void) {
+    pm_heap_t *heap = _pm_heap_tls;
+    if (PM_LIKELY(!heap->is_static)) return heap;
+    _pm_init();
+    if (tls_dead) return NULL;
+    heap = heap_acquire();
+    if (heap == NULL) return NULL;
+    _pm_heap_tls = heap;
+    pthread_setspecific(heap_key, heap);
+    return heap;
+}
+
+static void *orphan_alloc(unsigned c) {
+    pthread_mutex_lock(&orphan_lock);
+    if (orphan_heap == NULL) {
+        pthread_mutex_lock(&heap_lock);
+        orphan_heap = heap_new();
+        pthread_mutex_unlock(&heap_lock);
+    }
+    void *p = NULL;
+    if (orphan_heap) {
+        /* every free into the orphan's pools was remote: take them back first */
+        for (pm_pool_t *pool = orphan_heap->avail[c]; pool && pool != &_pm_pool_empty; pool = pool->next)
+            _pm_pool_drain_remote(pool);
+        p = heap_alloc(orphan_heap, c);
+    }
+    pthread_mutex_unlock(&orphan_lock);
+    if (p == NULL) errno = ENOMEM;
+    return p;
+}
+
+void *_pm_heap_alloc_slow(pm_heap_t *heap, unsigned c) {
+    if (heap->is_static) {
+        heap = _pm_heap_get();
+        if (heap == NULL) return tls_dead ? orphan_alloc(c) : (errno = ENOMEM, NULL);
+    }
+    void *p = heap_alloc(heap, c);
+    if (p == NULL) errno = ENOMEM;
+    return p;
+}
+
+/* ---- remote free ---- */
+
+void _pm_heap_free_remote(pm_pool_t *pool, pm_block_t *block) {
+    uintptr_t old = atomic_load_explicit(&pool->remote, memory_order_relaxed), want;
+    do {
+        if (old & PM_REMOTE_NOTIFY) {
+            want = old & ~PM_REMOTE_NOTIFY;           /* the block goes to the heap instead */
+        } else {
+            block->next = (pm_block_t *)old;
+            want = (uintptr_t)block;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&pool->remote, &old, want,
+                                                    memory_order_release, memory_order_relaxed));
+    if (old & PM_REMOTE_NOTIFY) {
+        pm_heap_t *heap = pool->heap;
+        pm_block_t *head = atomic_load_explicit(&heap->delayed, memory_order_relaxed);
+        do {
+            block->next = head;
+        } while (!atomic_compare_exchange_weak_explicit(&heap->delayed, &head, block,
+                                                        memory_order_release, memory_order_relaxed));
+    }
+}
+
+/* ---- thread exit, trim, fork ---- */
+
+static void heap_thread_done(void *value) {
+    pm_heap_t *heap = value;
+    if (heap == NULL || heap->is_static || heap != _pm_heap_tls) return;
+    heap_collect(heap);
+    _pm_heap_tls = &_pm_heap_empty;
+    tls_dead = true;
+    pthread_mutex_lock(&heap_lock);
+    heap->abandoned = true;
+    heap->abandoned_next = abandoned_heaps;
+    abandoned_heaps = heap;
+    nabandoned++;
+    pthread_mutex_unlock(&heap_lock);
+}
+
+void _pm_heap_collect_all(void) {
+    pm_heap_t *mine = _pm_heap_tls;
+    if (!mine->is_static) heap_collect(mine);
+    pthread_mutex_lock(&orphan_lock);
+    if (orphan_heap) heap_collect(orphan_heap);
+    pthread_mutex_unlock(&orphan_lock);
+    pthread_mutex_lock(&heap_lock);
+    for (pm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next) heap_collect(h);
+    pthread_mutex_unlock(&heap_lock);
+}
+
+void _pm_heaps_init(void) {
+    pthread_key_create(&heap_key, heap_thread_done);
+}
+
+size_t _pm_heap_count(size_t *abandoned) {
+    pthread_mutex_lock(&heap_lock);
+    size_t n = nheaps;
+    if (abandoned) *abandoned = nabandoned;
+    pthread_mutex_unlock(&heap_lock);
+    return n;
+}
+
+void _pm_heap_fork_prepare(void) {
+    pthread_mutex_lock(&orphan_lock);
+    pthread_mutex_lock(&heap_lock);
+}
+
+void _pm_heap_fork_parent(void) {
+    pthread_mutex_unlock(&heap_lock);
+    pthread_mutex_unlock(&orphan_lock);
+}
+
+void _pm_heap_fork_child(void) {
+    pthread_mutex_init(&heap_lock, NULL);
+    pthread_mutex_init(&orphan_lock, NULL);
+    /* Only the forking thread survives. Its own heap and the abandoned ones are consistent; the
+     * other threads' heaps are retired (see the top of this file). */
+    pm_heap_t *mine = _pm_heap_tls;
+    for (pm_heap_t *h = all_heaps; h; h = h->all_next) {
+        if (h != mine && h != orphan_heap && !h->abandoned) h->abandoned = true;  /* retired */
+    }
+}

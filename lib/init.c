@@ -1,0 +1,51 @@
+/* init.c: one-time initialization, fork handling, and the report at exit.
+ *
+ * The first allocation (or our constructor, whichever comes first) initializes. Nothing here
+ * allocates, so an allocation made while initializing cannot recurse: pthread_atfork, which may
+ * allocate, is registered only after `_pm_initialized` is set. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <pthread.h>
+
+_Atomic int _pm_initialized;
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void fork_prepare(void) {
+    _pm_heap_fork_prepare();
+    _pm_huge_fork_prepare();
+    pthread_mutex_lock(&_pm_arena_lock);
+}
+
+static void fork_parent(void) {
+    pthread_mutex_unlock(&_pm_arena_lock);
+    _pm_huge_fork_parent();
+    _pm_heap_fork_parent();
+}
+
+static void fork_child(void) {
+    pthread_mutex_init(&_pm_arena_lock, NULL);
+    _pm_huge_fork_child();
+    _pm_heap_fork_child();
+}
+
+void _pm_init_slow(void) {
+    pthread_mutex_lock(&init_lock);
+    if (atomic_load_explicit(&_pm_initialized, memory_order_relaxed)) {
+        pthread_mutex_unlock(&init_lock);
+        return;
+    }
+    _pm_classes_init();
+    _pm_options_init();
+    _pm_free_key = (uintptr_t)_pm_os_random() | 1;
+    _pm_heaps_init();
+    atomic_store_explicit(&_pm_initialized, 1, memory_order_release);
+    pthread_mutex_unlock(&init_lock);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+__attribute__((constructor)) static void pm_constructor(void) { _pm_init(); }
+
+__attribute__((destructor)) static void pm_destructor(void) {
+    if (_pm_options.stats) _pm_stats_print(2);
+}

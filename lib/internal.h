@@ -1,0 +1,258 @@
+/* internal.h: every internal type of poolmalloc and every cross-file prototype.
+ *
+ * Glossary (CPython's obmalloc vocabulary, made thread-safe):
+ *   block  one allocation handed to the program. Always 16-byte aligned, at least 16 bytes.
+ *   pool   a run of 1..16 slots (64 KiB each) carved into blocks of ONE size class. It has a local
+ *          free list (owner thread only), an atomic remote list (frees from other threads), and a
+ *          carve offset: blocks past it were never handed out. Its descriptor lives in the arena
+ *          header, never among the blocks, so finding it never touches the program's bytes.
+ *   arena  a 4 MiB mapping aligned to 4 MiB. Slot 0 holds the arena header (the pool descriptors);
+ *          slots 1..63 hold pools. `p & ~(PM_ARENA_SIZE-1)` is the arena of any block p.
+ *   heap   what one thread allocates from: per size class, a list of its pools that have (or may
+ *          get) free blocks. Pools belong to exactly one heap. A heap whose thread exited is
+ *          abandoned and adopted whole by the next thread that needs a heap.
+ *   huge   a request above the largest class (1 MiB), or with alignment above 64 KiB: its own
+ *          mapping, recorded in a registry (huge.c) keyed by the block's address.
+ *
+ * Layers call only downward: override -> alloc -> heap -> pool -> arena -> os.
+ * Naming: pm_ public, _pm_ shared across files, plain static inside a file.
+ */
+#ifndef PM_INTERNAL_H
+#define PM_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <pthread.h>
+
+#define PM_LIKELY(x)   __builtin_expect(!!(x), 1)
+#define PM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PM_NOINLINE    __attribute__((noinline))
+#define PM_INLINE      static inline __attribute__((always_inline))
+#define PM_EXPORT      __attribute__((visibility("default")))
+#define PM_CACHELINE   64
+
+/* ---- Tunables and the layout they imply (see arena.c and pool.c for the reasons) ---------- */
+#define PM_ARENA_SHIFT   22                       /* 4 MiB arenas: few mmaps, one 64-bit slot map */
+#define PM_ARENA_SIZE    ((size_t)1 << PM_ARENA_SHIFT)
+#define PM_SLOT_SHIFT    16                       /* 64 KiB slots: a pool of 16-byte blocks is 4096 */
+#define PM_SLOT_SIZE     ((size_t)1 << PM_SLOT_SHIFT)
+#define PM_SLOTS         (PM_ARENA_SIZE / PM_SLOT_SIZE)   /* 64; slot 0 is the header */
+#define PM_POOL_MAX_SLOTS 16                      /* the largest pool spans 1 MiB */
+#define PM_ALIGN         16                       /* every block is 16-byte aligned */
+#define PM_SMALL_MAX     512                      /* 16-byte steps up to here, as pymalloc */
+#define PM_LARGE_MAX     ((size_t)1 << 20)        /* largest pooled size; above it: huge */
+#define PM_POOL_ALIGN_MAX PM_SLOT_SIZE            /* aligned requests above this go huge */
+#define PM_NCLASSES      76                       /* 32 small + 4 per doubling from 512 to 1 MiB */
+#define PM_ADDR_BITS     47                       /* user address space covered by the arena map */
+
+_Static_assert(PM_SLOTS == 64, "the arena's slot bitmap is one uint64_t: PM_SLOTS must be 64");
+_Static_assert(PM_LARGE_MAX <= PM_POOL_MAX_SLOTS * PM_SLOT_SIZE, "the largest class must fit in the largest pool");
+
+/* ---- Types --------------------------------------------------------------------------------- */
+typedef struct pm_block_s pm_block_t;
+typedef struct pm_pool_s  pm_pool_t;
+typedef struct pm_arena_s pm_arena_t;
+typedef struct pm_heap_s  pm_heap_t;
+
+/* A free block. Word 0 links the free list; word 1 holds the free mark (pm_free_mark) so that a
+ * second free of the same block is caught without a bitmap. malloc zeroes word 1. */
+struct pm_block_s {
+    pm_block_t *next;
+    uintptr_t   mark;
+};
+
+/* The low bit of pool->remote: set by the owner when the pool is full and off its heap's lists.
+ * The next remote free then clears it and routes its block to the heap's delayed list, so the
+ * owner learns that the pool has space again (mimalloc's "delayed free"). */
+#define PM_REMOTE_NOTIFY ((uintptr_t)1)
+
+/* Pool descriptor: 128 bytes, one per slot, in the arena header. The first cache line holds
+ * everything the malloc/free fast paths touch. Invariant (checked by _pm_pool_check):
+ *   used + (blocks on the local free list) + (capacity - carved blocks) == capacity,
+ *   where `used` counts blocks handed out and not yet returned to the owner (blocks on the
+ *   remote list or the heap's delayed list are still `used`). */
+struct pm_pool_s {
+    /* line 0: hot */
+    pm_pool_t      *head;        /* the pool this slot belongs to (itself for a pool's first slot) */
+    pm_block_t     *free;        /* local free list, owner only */
+    uint32_t        used;        /* blocks out; owner writes, stats read relaxed */
+    uint32_t        block_size;
+    pm_heap_t      *heap;        /* owner; fixed while any block is out */
+    uint64_t        recip;       /* ceil(2^40 / block_size): offset -> index without a divide */
+    uint8_t        *start;       /* first byte of block 0 */
+    _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
+    uint8_t         full;        /* off the heap's lists, waiting for a free */
+    uint8_t         size_class;
+    uint8_t         slots;       /* 0 while the slot is free */
+    uint8_t         _pad0[5];
+    /* line 1: cold */
+    pm_pool_t      *next, *prev; /* the heap's list for this class */
+    uint32_t        carved;      /* blocks carved from the never-used tail so far */
+    uint32_t        capacity;
+    uint8_t         _pad1[40];
+};
+
+struct pm_arena_s {
+    uint64_t        slots_used;  /* bit i: slot i belongs to a pool (bit 0, the header, always) */
+    uint64_t        slots_dirty; /* free slots whose pages may still be resident */
+    pm_arena_t     *next, *prev; /* bucket list by number of free slots (arena.c) */
+    pm_arena_t     *all_next;    /* every mapped arena */
+    uint32_t        nfree;       /* free slots */
+    uint8_t         _pad[PM_CACHELINE - 36];
+    pm_pool_t       pools[PM_SLOTS];
+};
+
+struct pm_heap_s {
+    pm_pool_t      *avail[PM_NCLASSES]; /* pools with free blocks; &_pm_pool_empty when none */
+    _Atomic(pm_block_t *) delayed;      /* blocks freed remotely into full pools */
+    pm_heap_t      *all_next;           /* every heap (under the heap lock) */
+    pm_heap_t      *abandoned_next;     /* the abandoned stack (under the heap lock) */
+    bool            abandoned;
+    bool            is_static;          /* the empty heap: nothing may be allocated from it */
+};
+
+/* ---- size_class.c ------------------------------------------------------------------------- */
+typedef struct {
+    uint32_t size;       /* block size */
+    uint32_t capacity;   /* blocks per pool */
+    uint8_t  slots;      /* slots per pool */
+} pm_class_info_t;
+extern pm_class_info_t _pm_classes[PM_NCLASSES];
+void     _pm_classes_init(void);
+unsigned _pm_class_of_large(size_t size);   /* 512 < size <= PM_LARGE_MAX */
+
+/* Sizes 0..512 map to classes 0..31 by arithmetic alone (size 0 is served as 16 bytes). */
+PM_INLINE unsigned _pm_class_of(size_t size) {
+    if (PM_LIKELY(size <= PM_SMALL_MAX)) return (unsigned)((size + (size == 0) - 1) >> 4);
+    return _pm_class_of_large(size);
+}
+
+/* ---- os.c: the only file that asks the kernel for memory ---------------------------------- */
+void  *_pm_os_map(size_t size);                    /* NULL on failure, errno set */
+void  *_pm_os_map_aligned(size_t size, size_t align);
+int    _pm_os_unmap(void *p, size_t size);         /* 0 or errno */
+int    _pm_os_decommit(void *p, size_t size);      /* pages read back as zero, RSS falls */
+void  *_pm_os_remap(void *p, size_t old_size, size_t new_size); /* may move; NULL on failure */
+size_t _pm_os_page_size(void);
+uint64_t _pm_os_random(void);
+void   _pm_os_fail_next_maps(int n);               /* test hook: fail the next n mappings */
+long   _pm_os_resident_bytes(void);                /* from /proc/self/statm; -1 if unknown */
+
+/* ---- arena.c ------------------------------------------------------------------------------ */
+extern uint8_t _pm_arena_map[(size_t)1 << (PM_ADDR_BITS - PM_ARENA_SHIFT)];
+extern pthread_mutex_t _pm_arena_lock;
+pm_pool_t *_pm_arena_pool_acquire(unsigned size_class); /* NULL + ENOMEM when out of memory */
+void       _pm_arena_pool_release(pm_pool_t *pool);
+size_t     _pm_arena_trim(void);                     /* decommit free slots, unmap free arenas */
+typedef struct {
+    size_t arenas, arenas_mapped_total, arenas_unmapped_total;
+    size_t free_slots, dirty_slots;
+} pm_arena_counts_t;
+void _pm_arena_counts(pm_arena_counts_t *out);        /* caller holds _pm_arena_lock */
+pm_arena_t *_pm_arena_first(void);                   /* caller holds _pm_arena_lock */
+
+PM_INLINE bool _pm_is_arena_ptr(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    return (a >> PM_ADDR_BITS) == 0 && _pm_arena_map[a >> PM_ARENA_SHIFT] != 0;
+}
+PM_INLINE pm_arena_t *_pm_arena_of(const void *p) {
+    return (pm_arena_t *)((uintptr_t)p & ~(PM_ARENA_SIZE - 1));
+}
+PM_INLINE pm_pool_t *_pm_pool_of(const void *p) {
+    pm_arena_t *arena = _pm_arena_of(p);
+    return arena->pools[((uintptr_t)p >> PM_SLOT_SHIFT) & (PM_SLOTS - 1)].head;
+}
+
+/* ---- pool.c ------------------------------------------------------------------------------- */
+extern pm_pool_t _pm_pool_empty;           /* free == NULL: sends every allocation to the slow path */
+void   _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap);
+bool   _pm_pool_refill(pm_pool_t *pool);   /* drain remote, else carve; false when full */
+size_t _pm_pool_drain_remote(pm_pool_t *pool);
+bool   _pm_pool_mark_full(pm_pool_t *pool);/* false if a remote free arrived meanwhile */
+void   _pm_pool_clear_notify(pm_pool_t *pool);
+bool   _pm_pool_check(const pm_pool_t *pool);
+uint32_t _pm_pool_free_count(const pm_pool_t *pool); /* owner only */
+
+PM_INLINE bool _pm_pool_is_block_start(const pm_pool_t *pool, const void *p) {
+    uintptr_t off = (uintptr_t)p - (uintptr_t)pool->start;
+    uint64_t idx = ((uint64_t)off * pool->recip) >> 40;
+    return off < (uintptr_t)pool->capacity * pool->block_size && idx * pool->block_size == off;
+}
+
+/* ---- heap.c ------------------------------------------------------------------------------- */
+extern pm_heap_t _pm_heap_empty;
+extern __thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec")));
+pm_heap_t *_pm_heap_get(void);            /* the thread's heap, acquiring one if needed */
+void *_pm_heap_alloc_slow(pm_heap_t *heap, unsigned size_class);
+void  _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool); /* after a local free: full/empty */
+void  _pm_heap_free_remote(pm_pool_t *pool, pm_block_t *block);
+void  _pm_heap_collect_all(void);         /* drain delayed frees of every heap we can take */
+void  _pm_heaps_init(void);
+void  _pm_heap_fork_prepare(void);
+void  _pm_heap_fork_parent(void);
+void  _pm_heap_fork_child(void);
+size_t _pm_heap_count(size_t *abandoned);
+
+/* ---- huge.c ------------------------------------------------------------------------------- */
+void  *_pm_huge_alloc(size_t size, size_t align, bool zero);
+bool   _pm_huge_free(void *p);            /* false if p is not a huge block */
+size_t _pm_huge_usable(const void *p);    /* 0 if p is not a huge block */
+void  *_pm_huge_realloc(void *p, size_t size, bool *is_huge);
+typedef struct { size_t count, requested, mapped; } pm_huge_counts_t;
+void   _pm_huge_counts(pm_huge_counts_t *out);
+void   _pm_huge_fork_prepare(void);
+void   _pm_huge_fork_parent(void);
+void   _pm_huge_fork_child(void);
+
+/* ---- alloc.c (the inline fast paths _pm_malloc and _pm_free are in alloc.h) ----------------- */
+extern uintptr_t _pm_free_key;            /* random: the free mark of block b is key ^ b */
+void  *_pm_malloc_slow(size_t size);
+void   _pm_free_slow(void *p);
+void  *_pm_calloc(size_t n, size_t size);
+void  *_pm_realloc(void *p, size_t size);
+void  *_pm_memalign(size_t align, size_t size);
+size_t _pm_usable_size(const void *p);
+void   _pm_invalid_free(const char *func, const void *p, const char *why);
+
+/* ---- options.c ---------------------------------------------------------------------------- */
+typedef struct {
+    bool stats;       /* print statistics at exit */
+    bool verbose;     /* say more about what happens */
+    size_t purge;     /* decommit free pool slots once this many bytes of them are dirty */
+} pm_options_t;
+extern pm_options_t _pm_options;
+void _pm_options_init(void);
+int  _pm_options_parse(const char *conf, pm_options_t *out); /* returns the number of warnings */
+
+/* ---- stats.c ------------------------------------------------------------------------------ */
+typedef struct {
+    size_t pools, blocks_used, blocks_free;
+} pm_class_stats_t;
+typedef struct {
+    pm_class_stats_t cls[PM_NCLASSES];
+    size_t mapped, arena_headers, free_slots, in_use, free_in_pools, quantization;
+    size_t huge_count, huge_requested, huge_mapped;
+    size_t arenas, arenas_mapped_total, arenas_unmapped_total, dirty_slots;
+    size_t heaps, heaps_abandoned;
+} pm_stats_snapshot_t;
+void _pm_stats_snapshot(pm_stats_snapshot_t *out);
+void _pm_stats_print(int fd);
+
+/* ---- fmt.c: formatting into a fixed buffer, never malloc ---------------------------------- */
+typedef struct { char *buf; size_t cap, len; int fd; } pm_out_t;
+void _pm_out_init(pm_out_t *o, char *buf, size_t cap, int fd);
+void _pm_out_printf(pm_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void _pm_out_flush(pm_out_t *o);
+void _pm_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void _pm_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- init.c ------------------------------------------------------------------------------- */
+extern _Atomic int _pm_initialized;
+void _pm_init_slow(void);
+PM_INLINE void _pm_init(void) {
+    if (PM_UNLIKELY(!atomic_load_explicit(&_pm_initialized, memory_order_acquire))) _pm_init_slow();
+}
+
+#endif

@@ -1,0 +1,100 @@
+/* os.c: the only file that asks the kernel for memory (mmap, munmap, madvise, mremap) or reads
+ * process facts (page size, randomness, resident set). Policy (when to decommit, what to cache)
+ * lives above this layer. Failures return NULL or an errno and never print: callers decide. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Atomic int fail_next_maps;   /* fault injection for tests (Lua's debug_realloc idea) */
+
+void _pm_os_fail_next_maps(int n) { atomic_store(&fail_next_maps, n); }
+
+static bool injected_failure(void) {
+    int n = atomic_load_explicit(&fail_next_maps, memory_order_relaxed);
+    while (n > 0) {
+        if (atomic_compare_exchange_weak(&fail_next_maps, &n, n - 1)) return true;
+    }
+    return false;
+}
+
+void *_pm_os_map(size_t size) {
+    if (injected_failure()) { errno = ENOMEM; return NULL; }
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED) { errno = ENOMEM; return NULL; }
+    return p;
+}
+
+/* Map `size` bytes at an `align`-aligned address. Try a plain mapping first (the kernel often
+ * places consecutive mappings next to each other, so it is aligned half the time); otherwise map
+ * size + align and unmap the misaligned head and tail. */
+void *_pm_os_map_aligned(size_t size, size_t align) {
+    void *p = _pm_os_map(size);
+    if (p == NULL || ((uintptr_t)p & (align - 1)) == 0) return p;
+    munmap(p, size);
+    if (size + align < size) { errno = ENOMEM; return NULL; }
+    uint8_t *raw = _pm_os_map(size + align);
+    if (raw == NULL) return NULL;
+    uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
+    size_t head = (size_t)(aligned - raw), tail = align - head;
+    if (head) munmap(raw, head);
+    if (tail) munmap(aligned + size, tail);
+    return aligned;
+}
+
+int _pm_os_unmap(void *p, size_t size) { return munmap(p, size) == 0 ? 0 : errno; }
+
+int _pm_os_decommit(void *p, size_t size) {
+    /* MADV_DONTNEED, not MADV_FREE: RSS falls at once, which is what a user watching `top`
+     * after a mass free expects, and the pages read back as zero. */
+    return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : errno;
+}
+
+void *_pm_os_remap(void *p, size_t old_size, size_t new_size) {
+    if (injected_failure()) { errno = ENOMEM; return NULL; }
+    void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE);
+    if (q == MAP_FAILED) { errno = ENOMEM; return NULL; }
+    return q;
+}
+
+size_t _pm_os_page_size(void) {
+    static size_t page;
+    if (page == 0) page = (size_t)sysconf(_SC_PAGESIZE);
+    return page;
+}
+
+/* Randomness without a syscall or a file: the kernel's 16 random bytes for this process (AT_RANDOM),
+ * mixed with the clock so that forked children and tests differ. */
+uint64_t _pm_os_random(void) {
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    const uint8_t *r = (const uint8_t *)getauxval(AT_RANDOM);
+    if (r) { uint64_t w[2]; memcpy(w, r, sizeof w); x ^= w[0] ^ (w[1] << 1); }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    x ^= (uint64_t)ts.tv_nsec * 0xbf58476d1ce4e5b9ull ^ (uint64_t)ts.tv_sec;
+    x ^= x >> 31; x *= 0x94d049bb133111ebull; x ^= x >> 29;
+    return x;
+}
+
+long _pm_os_resident_bytes(void) {
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buf[128];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    const char *s = buf;
+    while (*s && *s != ' ') s++;          /* skip total size */
+    long pages = 0;
+    while (*s == ' ') s++;
+    while (*s >= '0' && *s <= '9') pages = pages * 10 + (*s++ - '0');
+    return pages * (long)_pm_os_page_size();
+}

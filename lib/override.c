@@ -1,0 +1,159 @@
+/* override.c: the only file that defines libc's allocation names. Each forwards to our own
+ * functions; the semantics (errno, NULL cases) follow glibc's manual. Compiled with
+ * -fvisibility=hidden, so these and the pm_ API are the library's only exported symbols. */
+#define _GNU_SOURCE
+#include "alloc.h"
+#include "poolmalloc.h"
+
+#include <errno.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Names libc's headers no longer (or do not yet) declare. */
+void  cfree(void *p);
+void  free_sized(void *p, size_t size);
+void  free_aligned_sized(void *p, size_t align, size_t size);
+void *__libc_malloc(size_t size);
+void  __libc_free(void *p);
+void *__libc_calloc(size_t n, size_t size);
+void *__libc_realloc(void *p, size_t size);
+void *__libc_memalign(size_t align, size_t size);
+void *__libc_valloc(size_t size);
+void *__libc_pvalloc(size_t size);
+
+static bool is_pow2(size_t x) { return x && (x & (x - 1)) == 0; }
+
+PM_EXPORT void *malloc(size_t size) { return _pm_malloc(size); }
+PM_EXPORT void  free(void *p) { _pm_free(p); }
+PM_EXPORT void  cfree(void *p) { _pm_free(p); }
+PM_EXPORT void *calloc(size_t n, size_t size) { return _pm_calloc(n, size); }
+PM_EXPORT void *realloc(void *p, size_t size) { return _pm_realloc(p, size); }
+PM_EXPORT size_t malloc_usable_size(void *p) { return _pm_usable_size(p); }
+
+PM_EXPORT void *reallocarray(void *p, size_t n, size_t size) {
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return NULL; }
+    return _pm_realloc(p, total);
+}
+
+PM_EXPORT int posix_memalign(void **out, size_t align, size_t size) {
+    if (!is_pow2(align) || align % sizeof(void *) != 0) return EINVAL;
+    int saved = errno;
+    void *p = _pm_memalign(align, size);
+    if (p == NULL) { errno = saved; return ENOMEM; }
+    *out = p;
+    return 0;
+}
+
+PM_EXPORT void *aligned_alloc(size_t align, size_t size) {
+    if (!is_pow2(align)) { errno = EINVAL; return NULL; }
+    return _pm_memalign(align, size);
+}
+
+/* glibc's memalign rounds a non-power-of-two alignment up to the next power of two. */
+PM_EXPORT void *memalign(size_t align, size_t size) {
+    if (align > ((size_t)1 << 62)) { errno = EINVAL; return NULL; }
+    while (!is_pow2(align)) align = (align | (align - 1)) + 1;
+    return _pm_memalign(align, size);
+}
+
+PM_EXPORT void *valloc(size_t size) { return _pm_memalign(_pm_os_page_size(), size); }
+
+PM_EXPORT void *pvalloc(size_t size) {
+    size_t page = _pm_os_page_size();
+    if (size > SIZE_MAX - page) { errno = ENOMEM; return NULL; }
+    return _pm_memalign(page, (size + page - 1) & ~(page - 1));
+}
+
+/* C23 sized frees: the size is a hint we do not need. */
+PM_EXPORT void free_sized(void *p, size_t size) { (void)size; _pm_free(p); }
+PM_EXPORT void free_aligned_sized(void *p, size_t align, size_t size) { (void)align; (void)size; _pm_free(p); }
+
+/* glibc's internal aliases, which some programs and libraries call directly. */
+PM_EXPORT void *__libc_malloc(size_t size) { return _pm_malloc(size); }
+PM_EXPORT void  __libc_free(void *p) { _pm_free(p); }
+PM_EXPORT void *__libc_calloc(size_t n, size_t size) { return _pm_calloc(n, size); }
+PM_EXPORT void *__libc_realloc(void *p, size_t size) { return _pm_realloc(p, size); }
+PM_EXPORT void *__libc_memalign(size_t align, size_t size) { return memalign(align, size); }
+PM_EXPORT void *__libc_valloc(size_t size) { return valloc(size); }
+PM_EXPORT void *__libc_pvalloc(size_t size) { return pvalloc(size); }
+
+/* ---- glibc's malloc.h extensions, answered from our own statistics ---- */
+
+PM_EXPORT int malloc_trim(size_t pad) {
+    (void)pad;
+    return pm_trim() > 0;
+}
+
+PM_EXPORT struct mallinfo2 mallinfo2(void) {
+    pm_stats_snapshot_t s;
+    _pm_stats_snapshot(&s);
+    struct mallinfo2 mi;
+    memset(&mi, 0, sizeof mi);
+    mi.arena = s.arenas * PM_ARENA_SIZE;          /* bytes in arenas (non-huge) */
+    mi.ordblks = s.arenas;
+    mi.hblks = s.huge_count;
+    mi.hblkhd = s.huge_mapped;
+    mi.uordblks = s.in_use + s.huge_requested;
+    mi.fordblks = s.free_in_pools + s.free_slots;
+    mi.keepcost = s.free_slots;                   /* what malloc_trim could release at most */
+    return mi;
+}
+
+PM_EXPORT struct mallinfo mallinfo(void) {
+    struct mallinfo2 m2 = mallinfo2();
+    struct mallinfo mi;
+    mi.arena = (int)m2.arena; mi.ordblks = (int)m2.ordblks; mi.smblks = 0; mi.hblks = (int)m2.hblks;
+    mi.hblkhd = (int)m2.hblkhd; mi.usmblks = 0; mi.fsmblks = 0; mi.uordblks = (int)m2.uordblks;
+    mi.fordblks = (int)m2.fordblks; mi.keepcost = (int)m2.keepcost;
+    return mi;
+}
+
+PM_EXPORT void malloc_stats(void) { _pm_stats_print(2); }
+
+/* Accepted and ignored: glibc's tunables (M_MMAP_THRESHOLD, M_ARENA_MAX, ...) describe glibc's
+ * design, not ours. Returns 1 (success), as glibc does for a valid parameter. */
+PM_EXPORT int mallopt(int param, int value) { (void)param; (void)value; return 1; }
+
+PM_EXPORT int malloc_info(int options, FILE *fp) {
+    if (options != 0 || fp == NULL) { errno = EINVAL; return -1; }
+    pm_stats_snapshot_t s;
+    _pm_stats_snapshot(&s);
+    fprintf(fp, "<malloc version=\"poolmalloc-%d.%d\">\n", POOLMALLOC_VERSION_MAJOR, POOLMALLOC_VERSION_MINOR);
+    fprintf(fp, "<total type=\"mapped\" size=\"%zu\"/>\n<total type=\"in_use\" size=\"%zu\"/>\n"
+                "<total type=\"free\" size=\"%zu\"/>\n<total type=\"huge\" count=\"%zu\" size=\"%zu\"/>\n"
+                "</malloc>\n", s.mapped, s.in_use + s.huge_requested, s.free_in_pools, s.huge_count, s.huge_mapped);
+    return 0;
+}
+
+/* ---- the pm_ API ---- */
+
+PM_EXPORT void *pm_malloc(size_t size) { return _pm_malloc(size); }
+PM_EXPORT void *pm_calloc(size_t n, size_t size) { return _pm_calloc(n, size); }
+PM_EXPORT void *pm_realloc(void *p, size_t size) { return _pm_realloc(p, size); }
+PM_EXPORT void  pm_free(void *p) { _pm_free(p); }
+PM_EXPORT void *pm_aligned_alloc(size_t align, size_t size) { return aligned_alloc(align, size); }
+PM_EXPORT size_t pm_usable_size(const void *p) { return _pm_usable_size(p); }
+PM_EXPORT void  pm_stats_print(int fd) { _pm_stats_print(fd); }
+
+PM_EXPORT size_t pm_trim(void) {
+    _pm_init();
+    _pm_heap_collect_all();
+    return _pm_arena_trim();
+}
+
+PM_EXPORT void pm_stats_get(pm_stats_t *out) {
+    pm_stats_snapshot_t s;
+    _pm_stats_snapshot(&s);
+    long rss = _pm_os_resident_bytes();
+    out->mapped = s.mapped;
+    out->in_use = s.in_use + s.huge_requested;
+    out->free = s.free_in_pools;
+    out->overhead = s.quantization + s.arena_headers + s.free_slots + (s.huge_mapped - s.huge_requested);
+    out->arenas = s.arenas;
+    out->huge_blocks = s.huge_count;
+    out->resident = rss > 0 ? (size_t)rss : 0;
+}

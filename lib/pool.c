@@ -1,0 +1,111 @@
+/* pool.c: one size class carved into blocks, pymalloc's pool made thread-safe.
+ *
+ * A pool's blocks are in exactly one of four places:
+ *   handed out      counted by `used`
+ *   local free list `free`, touched only by the owner thread, no atomics
+ *   remote list     `remote`, a lock-free stack that other threads push onto; the owner takes
+ *                   the whole stack with one exchange when its local list runs dry (still `used`
+ *                   until then)
+ *   never carved    blocks at index >= `carved`; the bump pointer of pymalloc. They are carved
+ *                   onto the free list a page at a time, so a fresh pool costs no memory up front.
+ *
+ * States: a pool is on its heap's list for its class while it may have free blocks. When its free
+ * list, remote list and uncarved tail are all empty it is "full": it leaves the list and sets
+ * PM_REMOTE_NOTIFY in `remote`. The first remote free after that clears the bit and puts its
+ * block on the heap's delayed list instead, which tells the owner to put the pool back. A local
+ * free into a full pool puts it back directly. A pool whose `used` reaches 0 is "empty" and goes
+ * back to its arena (heap.c decides when). Free blocks carry a mark in their second word so that a
+ * double free is detected at once.
+ */
+#include "internal.h"
+
+pm_pool_t _pm_pool_empty;
+
+/* How many bytes of fresh blocks to carve at once: one page, but at least one block. */
+#define CARVE_BYTES 4096u
+
+/* The arena already wrote the geometry (class, block size, capacity, start, used = 0). */
+void _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap) {
+    pool->free = NULL;
+    pool->heap = heap;
+    pool->recip = (((uint64_t)1 << 40) + pool->block_size - 1) / pool->block_size;
+    atomic_store_explicit(&pool->remote, 0, memory_order_relaxed);
+    pool->full = 0;
+    pool->next = pool->prev = NULL;
+    pool->carved = 0;
+}
+
+static uintptr_t free_mark(const pm_block_t *b) { return _pm_free_key ^ (uintptr_t)b; }
+
+static bool carve(pm_pool_t *pool) {
+    uint32_t left = pool->capacity - pool->carved;
+    if (left == 0) return false;
+    uint32_t n = CARVE_BYTES / pool->block_size;
+    if (n == 0) n = 1;
+    if (n > left) n = left;
+    uint8_t *first = pool->start + (size_t)pool->carved * pool->block_size;
+    pm_block_t *b = (pm_block_t *)first;
+    for (uint32_t i = 0; i + 1 < n; i++) {
+        pm_block_t *next = (pm_block_t *)((uint8_t *)b + pool->block_size);
+        b->next = next;
+        b->mark = free_mark(b);
+        b = next;
+    }
+    b->next = pool->free;
+    b->mark = free_mark(b);
+    pool->free = (pm_block_t *)first;
+    pool->carved += n;
+    return true;
+}
+
+size_t _pm_pool_drain_remote(pm_pool_t *pool) {
+    uintptr_t old = atomic_load_explicit(&pool->remote, memory_order_relaxed);
+    do {
+        if ((old & ~PM_REMOTE_NOTIFY) == 0) return 0;
+    } while (!atomic_compare_exchange_weak_explicit(&pool->remote, &old, old & PM_REMOTE_NOTIFY,
+                                                    memory_order_acquire, memory_order_relaxed));
+    pm_block_t *head = (pm_block_t *)(old & ~PM_REMOTE_NOTIFY), *tail = head;
+    size_t n = 1;
+    while (tail->next) { tail = tail->next; n++; }
+    tail->next = pool->free;
+    pool->free = head;
+    pool->used -= (uint32_t)n;
+    return n;
+}
+
+bool _pm_pool_refill(pm_pool_t *pool) {
+    return _pm_pool_drain_remote(pool) > 0 || carve(pool);
+}
+
+bool _pm_pool_mark_full(pm_pool_t *pool) {
+    uintptr_t expected = 0;
+    if (!atomic_compare_exchange_strong_explicit(&pool->remote, &expected, PM_REMOTE_NOTIFY,
+                                                 memory_order_acq_rel, memory_order_relaxed))
+        return false;
+    pool->full = 1;
+    return true;
+}
+
+void _pm_pool_clear_notify(pm_pool_t *pool) {
+    atomic_fetch_and_explicit(&pool->remote, ~PM_REMOTE_NOTIFY, memory_order_acq_rel);
+    pool->full = 0;
+}
+
+uint32_t _pm_pool_free_count(const pm_pool_t *pool) {
+    uint32_t n = 0;
+    for (const pm_block_t *b = pool->free; b && n <= pool->capacity; b = b->next) n++;
+    return n;
+}
+
+/* The invariant at the top of the pool descriptor, plus: every block on the free list lies on a
+ * block boundary inside the pool and carries its free mark. Owner thread only. */
+bool _pm_pool_check(const pm_pool_t *pool) {
+    uint32_t n = 0;
+    for (const pm_block_t *b = pool->free; b; b = b->next) {
+        if (++n > pool->capacity) return false;                 /* a cycle */
+        if (!_pm_pool_is_block_start(pool, b)) return false;
+        if ((uint8_t *)b >= pool->start + (size_t)pool->carved * pool->block_size) return false;
+        if (b->mark != free_mark(b)) return false;
+    }
+    return pool->used + n + (pool->capacity - pool->carved) == pool->capacity;
+}

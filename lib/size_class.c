@@ -1,0 +1,42 @@
+/* size_class.c: the size classes and the shape of the pool that serves each.
+ *
+ *   classes  0..31   16..512 bytes in 16-byte steps (pymalloc's classes: at most 15 bytes lost)
+ *   classes 32..75   four classes per doubling from 640 bytes to 1 MiB (jemalloc's spacing: at
+ *                    most 20% lost; every class above 64 KiB is a multiple of 16 KiB)
+ *
+ * A pool is 1..16 slots of 64 KiB. Each class takes the fewest slots whose tail (the bytes left
+ * after the last whole block) is at most 1/8 of the pool, so that e.g. 40 KiB blocks come three to
+ * a 128 KiB pool instead of one to a 64 KiB pool. Pools always start on a 64 KiB boundary and block
+ * i sits at offset i*size, so a class whose size is a multiple of a power of two up to 64 KiB hands
+ * out blocks aligned to it: that is how posix_memalign is served without any extra metadata.
+ */
+#include "internal.h"
+
+pm_class_info_t _pm_classes[PM_NCLASSES];
+
+static size_t class_size(unsigned c) {
+    if (c < 32) return (size_t)(c + 1) * 16;
+    unsigned group = (c - 32) / 4, step = (c - 32) % 4;     /* sizes in (512*2^g, 512*2^(g+1)] */
+    return ((size_t)512 << group) / 4 * (5 + step);
+}
+
+unsigned _pm_class_of_large(size_t size) {
+    size_t x = size - 1;                                     /* x >= 512 */
+    unsigned b = 63u - (unsigned)__builtin_clzll(x);         /* 2^b <= x < 2^(b+1), b >= 9 */
+    unsigned step = (unsigned)(x >> (b - 2)) & 3;
+    return 32 + (b - 9) * 4 + step;
+}
+
+void _pm_classes_init(void) {
+    for (unsigned c = 0; c < PM_NCLASSES; c++) {
+        size_t size = class_size(c);
+        unsigned slots = 1;
+        for (;; slots++) {
+            size_t pool = slots * PM_SLOT_SIZE, n = pool / size;
+            if (n >= 1 && (pool - n * size) * 8 <= pool) break;
+        }
+        _pm_classes[c].size = (uint32_t)size;
+        _pm_classes[c].slots = (uint8_t)slots;
+        _pm_classes[c].capacity = (uint32_t)(slots * PM_SLOT_SIZE / size);
+    }
+}
