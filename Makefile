@@ -17,6 +17,10 @@ SRCS    := $(wildcard lib/*.c)
 OBJS    := $(SRCS:lib/%.c=$(BUILD)/obj/%.o)
 HDRS    := $(wildcard lib/*.h include/*.h include/poolmalloc/*.h)
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+# Tests free stack pointers and freed blocks on purpose, and must not let the compiler drop or
+# merge allocations: no builtins, and gcc's misuse warnings off.
+TEST_CFLAGS := $(WARN) -fno-builtin -Wno-missing-prototypes -Wno-free-nonheap-object -Wno-use-after-free \
+               -Wno-alloc-size-larger-than -Wno-unused-result -Wno-deprecated-declarations
 VERSION := 0.1.0
 
 .PHONY: all deps deps-check deps-bench check unit sanitize integration demo bench install clean debug asan tsan
@@ -46,7 +50,7 @@ $(BUILD)/libpoolmalloc.a: $(OBJS)
 # Unit tests link the static library, so the test binary (and Criterion inside it) runs on it.
 $(BUILD)/tests/unit: $(UNIT_SRCS) tests/unit/helpers.h $(BUILD)/libpoolmalloc.a
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 -O1 -g $(WARN) -Wno-missing-prototypes -Iinclude -Ilib -Itests/unit \
+	$(CC) -std=gnu11 -O1 -g $(TEST_CFLAGS) $(EXTRA_CFLAGS) -Iinclude -Ilib -Itests/unit \
 	    $(UNIT_SRCS) -o $@ $(BUILD)/libpoolmalloc.a -lcriterion -lpthread
 
 unit: deps-check $(BUILD)/tests/unit

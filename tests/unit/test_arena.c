@@ -1,0 +1,105 @@
+#include "helpers.h"
+
+/* Every pool this thread owns satisfies the pool invariant (pool.c). */
+static void check_my_pools(void) {
+    pm_heap_t *heap = _pm_heap_tls;
+    for (unsigned c = 0; c < PM_NCLASSES; c++) {
+        for (pm_pool_t *p = heap->avail[c]; p && p != &_pm_pool_empty; p = p->next) {
+            cr_assert(_pm_pool_check(p), "pool of class %u broke its invariant", c);
+            cr_assert_eq(p->heap, heap);
+            cr_assert_eq(p->size_class, c);
+        }
+    }
+}
+
+Test(arena, pool_invariants_hold_through_churn) {
+    enum { N = 30000 };
+    static void *blocks[N];
+    uint64_t seed = 7;
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < N; i++) {
+            if (blocks[i] && test_rand(&seed) % 2) { free(blocks[i]); blocks[i] = NULL; }
+            else if (!blocks[i]) blocks[i] = malloc(test_rand(&seed) % 4000);
+        }
+        check_my_pools();
+    }
+    for (int i = 0; i < N; i++) free(blocks[i]);
+    check_my_pools();
+}
+
+Test(arena, blocks_find_their_pool_and_arena) {
+    for (size_t n = 1; n <= PM_LARGE_MAX; n = n * 2 + 1) {
+        void *p = malloc(n);
+        cr_assert(_pm_is_arena_ptr(p));
+        pm_pool_t *pool = pool_of(p);
+        cr_assert_eq(pool->size_class, _pm_class_of(n));
+        cr_assert_eq(pool->heap, _pm_heap_tls);
+        cr_assert((uint8_t *)p >= pool->start && (uint8_t *)p < pool->start + (size_t)pool->slots * PM_SLOT_SIZE);
+        cr_assert_eq((uintptr_t)pool->start % PM_SLOT_SIZE, 0);
+        free(p);
+    }
+    int local;
+    cr_assert_not(_pm_is_arena_ptr(&local));
+    void *h = malloc(8u << 20);
+    cr_assert_not(_pm_is_arena_ptr(h));
+    free(h);
+}
+
+Test(arena, accounting_balances) {
+    void *keep[1000];
+    for (int i = 0; i < 1000; i++) keep[i] = malloc((size_t)i * 131);
+    pm_stats_snapshot_t s;
+    _pm_stats_snapshot(&s);
+    size_t sum = s.in_use + s.huge_requested + s.free_in_pools + s.quantization + s.arena_headers +
+                 s.free_slots + (s.huge_mapped - s.huge_requested);
+    cr_assert_eq(sum, s.mapped);
+    cr_assert_eq(s.mapped, s.arenas * PM_ARENA_SIZE + s.huge_mapped);
+    size_t used = 0;
+    for (unsigned c = 0; c < PM_NCLASSES; c++) used += s.cls[c].blocks_used * _pm_classes[c].size;
+    cr_assert_eq(used, s.in_use);
+    for (int i = 0; i < 1000; i++) free(keep[i]);
+}
+
+Test(arena, mapped_and_resident_bytes_fall_after_a_mass_free) {
+    enum { N = 400000 };
+    static void *blocks[N];
+    pm_stats_t base, peak, after;
+    pm_stats_get(&base);
+    for (int i = 0; i < N; i++) { blocks[i] = malloc(64 + (i % 8) * 64); memset(blocks[i], 1, 64); }
+    for (int i = 0; i < 64; i++) { blocks[i] = realloc(blocks[i], 200000); memset(blocks[i], 2, 200000); }
+    pm_stats_get(&peak);
+    cr_assert_gt(peak.mapped, base.mapped + (100u << 20), "the blocks took %zu bytes", peak.mapped - base.mapped);
+    for (int i = 0; i < N; i++) free(blocks[i]);
+    pm_stats_get(&after);
+    /* freeing returns empty pools to their arenas and wholly free arenas to the OS at once */
+    cr_assert_lt(after.mapped, base.mapped + (12u << 20), "still mapped: %zu (base %zu)", after.mapped, base.mapped);
+    cr_assert_lt(after.resident, peak.resident - (100u << 20), "RSS %zu -> %zu", peak.resident, after.resident);
+    pm_trim();
+    pm_stats_get(&after);
+    cr_assert_leq(after.mapped, base.mapped + PM_ARENA_SIZE);
+}
+
+Test(arena, malloc_trim_releases_free_pool_slots) {
+    void *blocks[3000];
+    for (int i = 0; i < 3000; i++) { blocks[i] = malloc(1000); memset(blocks[i], 1, 1000); }
+    void *pin = malloc(1000);                       /* keeps the arena alive */
+    for (int i = 0; i < 3000; i++) free(blocks[i]);
+    cr_assert_eq(malloc_trim(0), 1);
+    pm_stats_snapshot_t s;
+    _pm_stats_snapshot(&s);
+    cr_assert_eq(s.dirty_slots, 0, "every free slot was decommitted");
+    free(pin);
+}
+
+Test(arena, mallinfo2_reports_our_numbers) {
+    struct mallinfo2 a = mallinfo2();
+    void *p = malloc(100000), *h = malloc(10u << 20);
+    struct mallinfo2 b = mallinfo2();
+    cr_assert_eq(b.uordblks - a.uordblks, malloc_usable_size(p) + (10u << 20));
+    cr_assert_eq(b.hblks, a.hblks + 1);
+    cr_assert_eq(b.hblkhd - a.hblkhd, (size_t)10 << 20);
+    cr_assert_geq(b.arena, (size_t)PM_ARENA_SIZE);
+    struct mallinfo m = mallinfo();
+    cr_assert_eq((size_t)m.hblks, b.hblks);
+    free(p); free(h);
+}

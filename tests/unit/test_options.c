@@ -1,0 +1,59 @@
+#include "helpers.h"
+
+static pm_options_t defaults(void) { return (pm_options_t){ .stats = false, .verbose = false, .purge = 8u << 20 }; }
+static char msg[4096];
+
+Test(options, parses_booleans_and_sizes) {
+    pm_options_t o = defaults();
+    cr_assert_eq(_pm_options_parse("stats:true,verbose:on,purge:64k", &o), 0);
+    cr_assert(o.stats);
+    cr_assert(o.verbose);
+    cr_assert_eq(o.purge, 64u << 10);
+    cr_assert_eq(_pm_options_parse("stats:0,verbose:FALSE,purge:2M", &o), 0);
+    cr_assert_not(o.stats);
+    cr_assert_not(o.verbose);
+    cr_assert_eq(o.purge, 2u << 20);
+    cr_assert_eq(_pm_options_parse("purge:1g,,stats:yes,", &o), 0);
+    cr_assert_eq(o.purge, (size_t)1 << 30);
+    cr_assert(o.stats);
+    cr_assert_eq(_pm_options_parse("purge:123", &o), 0);
+    cr_assert_eq(o.purge, 123);
+    cr_assert_eq(_pm_options_parse("", &o), 0);
+}
+
+static void parse_bad(void *arg) {
+    pm_options_t o = defaults();
+    int w = _pm_options_parse(arg, &o);
+    if (o.stats || o.purge != (8u << 20)) _exit(10);       /* defaults kept */
+    _exit(w);
+}
+
+Test(options, bad_input_warns_once_per_item_and_keeps_defaults) {
+    struct { const char *conf; int warnings; const char *says; } cases[] = {
+        { "nosuch:1", 1, "unknown option 'nosuch'" },
+        { "stats:maybe", 1, "bad value 'maybe' for 'stats'" },
+        { "purge:12q", 1, "bad value '12q' for 'purge'" },
+        { "purge:", 1, "bad value '' for 'purge'" },
+        { "purge:99999999999999999999", 1, "bad value" },
+        { "purge:20000000000g", 1, "bad value" },
+        { "stats", 1, "bad value '' for 'stats'" },
+        { ":::,stats:tru,x", 3, "unknown option ''" },
+    };
+    for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int st = run_in_child(parse_bad, (void *)cases[i].conf, msg, sizeof msg);
+        cr_assert(WIFEXITED(st), "%s crashed", cases[i].conf);
+        cr_assert_eq(WEXITSTATUS(st), cases[i].warnings, "%s: %d warnings", cases[i].conf, WEXITSTATUS(st));
+        cr_assert(strstr(msg, cases[i].says), "%s said: %s", cases[i].conf, msg);
+        cr_assert(strstr(msg, "poolmalloc: POOLMALLOC_CONF: ") == msg, "%s", msg);
+    }
+}
+
+static void print_stats(void *arg) { (void)arg; void *p = malloc(1000); pm_stats_print(2); free(p); }
+
+Test(options, stats_report_has_the_class_table_and_balances) {
+    int st = run_in_child(print_stats, NULL, msg, sizeof msg);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    cr_assert(strstr(msg, "=== poolmalloc statistics"), "%s", msg);
+    cr_assert(strstr(msg, "   35     1024 "), "class 35 (1024 bytes) is listed: %s", msg);
+    cr_assert(strstr(msg, "(balanced)"), "%s", msg);
+}
