@@ -23,7 +23,7 @@ TEST_CFLAGS := $(WARN) -fno-builtin -Wno-missing-prototypes -Wno-free-nonheap-ob
                -Wno-alloc-size-larger-than -Wno-unused-result -Wno-deprecated-declarations
 VERSION := 0.1.0
 
-.PHONY: all deps deps-check deps-bench check unit sanitize integration demo bench install clean debug asan tsan
+.PHONY: all deps deps-check deps-bench check unit sanitize ubsan asan tsan integration demo bench install clean debug
 all: $(BUILD)/libpoolmalloc.so $(BUILD)/libpoolmalloc.a
 
 deps:
@@ -56,19 +56,32 @@ $(BUILD)/tests/unit: $(UNIT_SRCS) tests/unit/helpers.h $(BUILD)/libpoolmalloc.a
 unit: deps-check $(BUILD)/tests/unit
 	$(BUILD)/tests/unit --jobs 2
 
-# The same unit tests on the library built with ASan+UBSan, and the threaded ones with TSan.
+# Sanitizer builds. UBSan does not replace malloc, so the whole unit suite runs on a UBSan build
+# of the library. ASan and TSan bring their own malloc: there the library is built without the
+# libc names (PM_NO_OVERRIDE) and a threaded stress test drives it through the pm_ API.
+SAN_TEST := tests/sanitize/api_stress.c
+ubsan:
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/ubsan OPT=-O1 \
+	    EXTRA_CFLAGS="-fsanitize=undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" $(BUILD)/ubsan/tests/unit
+	UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/ubsan/tests/unit --jobs 2
+$(BUILD)/tests/api_stress: $(SAN_TEST) $(BUILD)/libpoolmalloc.a
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O1 -g $(WARN) $(EXTRA_CFLAGS) -Iinclude $(SAN_TEST) -o $@ $(BUILD)/libpoolmalloc.a -lpthread
 asan:
-	$(MAKE) BUILD=$(BUILD)/asan OPT=-O1 EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -DPM_SANITIZE=1" \
-	    SANITIZE_LDFLAGS="-fsanitize=address,undefined" $(BUILD)/asan/tests/unit
-	ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 $(BUILD)/asan/tests/unit --jobs 2
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT=-O1 \
+	    EXTRA_CFLAGS="-DPM_NO_OVERRIDE -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	    $(BUILD)/asan/tests/api_stress
+	ASAN_OPTIONS=detect_leaks=0 $(BUILD)/asan/tests/api_stress 3 40000
 tsan:
-	$(MAKE) BUILD=$(BUILD)/tsan OPT=-O1 EXTRA_CFLAGS="-fsanitize=thread -DPM_SANITIZE=1" $(BUILD)/tsan/tests/tsan
-	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/tsan/tests/tsan
+	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan OPT=-O1 EXTRA_CFLAGS="-DPM_NO_OVERRIDE -fsanitize=thread" \
+	    $(BUILD)/tsan/tests/api_stress
+	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/tsan/tests/api_stress 2 30000
+sanitize: deps-check ubsan asan tsan
 
 integration: all deps-check
 	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash tests/integration/run.sh
 
-check: all unit integration
+check: all unit sanitize integration
 
 demo: all deps-check
 	@bash tools/pm-demo $(abspath $(BUILD)/libpoolmalloc.so)

@@ -15,7 +15,7 @@ static void *alloc_class(unsigned c) {
     if (PM_LIKELY(block != NULL)) {
         pool->free = block->next;
         block->mark = 0;
-        pool->used++;
+        _pm_pool_used_add(pool, 1);
         return block;
     }
     return _pm_heap_alloc_slow(heap, c);

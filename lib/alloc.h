@@ -24,7 +24,7 @@ PM_INLINE void *_pm_malloc(size_t size) {
         if (PM_LIKELY(block != NULL)) {
             pool->free = block->next;
             block->mark = 0;
-            pool->used++;
+            _pm_pool_used_add(pool, 1);
             return block;
         }
     }
@@ -41,7 +41,7 @@ PM_INLINE void _pm_free(void *p) {
             block->next = pool->free;
             block->mark = mark;
             pool->free = block;
-            if (PM_UNLIKELY(--pool->used == 0 || pool->full)) _pm_heap_free_slow(heap, pool);
+            if (PM_UNLIKELY(_pm_pool_used_add(pool, (uint32_t)-1) == 0 || pool->full)) _pm_heap_free_slow(heap, pool);
             return;
         }
     }

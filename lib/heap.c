@@ -98,7 +98,7 @@ static void process_delayed(pm_heap_t *heap) {
         pm_pool_t *pool = _pm_pool_of(b);
         b->next = pool->free;
         pool->free = b;
-        pool->used--;
+        _pm_pool_used_add(pool, (uint32_t)-1);
         _pm_heap_free_slow(heap, pool);
         b = next;
     }
@@ -126,7 +126,7 @@ static void *pop(pm_pool_t *pool) {
     pm_block_t *b = pool->free;
     pool->free = b->next;
     b->mark = 0;
-    pool->used++;
+    _pm_pool_used_add(pool, 1);
     return b;
 }
 

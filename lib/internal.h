@@ -175,6 +175,14 @@ void   _pm_pool_clear_notify(pm_pool_t *pool);
 bool   _pm_pool_check(const pm_pool_t *pool);
 uint32_t _pm_pool_free_count(const pm_pool_t *pool); /* owner only */
 
+/* `used` is written by the pool's owner only, but statistics walks read it from other threads:
+ * writes are relaxed atomic stores (a plain mov on x86-64), owner reads are plain. */
+PM_INLINE uint32_t _pm_pool_used_add(pm_pool_t *pool, uint32_t delta) {
+    uint32_t used = pool->used + delta;
+    __atomic_store_n(&pool->used, used, __ATOMIC_RELAXED);
+    return used;
+}
+
 PM_INLINE bool _pm_pool_is_block_start(const pm_pool_t *pool, const void *p) {
     uintptr_t off = (uintptr_t)p - (uintptr_t)pool->start;
     uint64_t idx = ((uint64_t)off * pool->recip) >> 40;

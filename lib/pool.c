@@ -69,7 +69,7 @@ size_t _pm_pool_drain_remote(pm_pool_t *pool) {
     while (tail->next) { tail = tail->next; n++; }
     tail->next = pool->free;
     pool->free = head;
-    pool->used -= (uint32_t)n;
+    _pm_pool_used_add(pool, (uint32_t)-n);
     return n;
 }
 

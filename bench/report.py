@@ -1,0 +1,306 @@
+"""Turns the raw runs of bench/run.sh into the Markdown report.
+
+    report.py --csv results.csv --meta meta.txt --notes notes.txt
+              [--fastpath fastpath.csv] --out results.md
+
+Only the standard library.  Every number comes from the CSV files; medians
+are taken over the runs that finished successfully.
+"""
+import argparse
+import csv
+import math
+import statistics
+from collections import defaultdict
+
+ORDER = ["glibc", "jemalloc", "mimalloc", "tcmalloc", "poolmalloc", "pymalloc"]
+POOL = "poolmalloc"
+NOT_TIMED = {"rssfree"}  # reported in their own sections
+
+
+def load_runs(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class Results:
+    def __init__(self, runs):
+        self.runs = runs
+        self.workloads = []
+        allocs = set()
+        self.ok = defaultdict(list)       # (wl, alloc) -> [run]
+        self.bad = defaultdict(list)      # (wl, alloc) -> [status]
+        for r in runs:
+            wl, al = r["workload"], r["allocator"]
+            if wl not in self.workloads:
+                self.workloads.append(wl)
+            allocs.add(al)
+            if r["status"] == "ok":
+                self.ok[wl, al].append(r)
+            else:
+                self.bad[wl, al].append(r["status"])
+        self.allocs = [a for a in ORDER if a in allocs] + sorted(allocs - set(ORDER))
+        self.main_allocs = [a for a in self.allocs if a != "pymalloc"]
+        self.timed = [w for w in self.workloads if w not in NOT_TIMED]
+
+    def median(self, wl, al, field):
+        vals = [float(r[field]) for r in self.ok.get((wl, al), []) if r[field] != ""]
+        return statistics.median(vals) if vals else None
+
+    def time(self, wl, al):
+        return self.median(wl, al, "elapsed_s")
+
+    def spread(self, wl, al):
+        vals = [float(r["elapsed_s"]) for r in self.ok.get((wl, al), [])]
+        return max(vals) / min(vals) if len(vals) > 1 and min(vals) > 0 else None
+
+    def failure(self, wl, al):
+        """Why a cell has no median (or None if it has one)."""
+        if self.ok.get((wl, al)):
+            return None
+        statuses = [s for s in self.bad.get((wl, al), []) if s != "skipped"]
+        if not statuses:
+            return "—"
+        return "FAIL (%s)" % statuses[0] if statuses[0] != "timeout" else "timeout"
+
+    def checksum_mismatches(self, wl):
+        """Allocators whose checksum differs from the reference (glibc's)."""
+        sums = defaultdict(set)
+        for al in self.allocs:
+            for r in self.ok.get((wl, al), []):
+                sums[al].add(r["checksum"])
+        ref_al = "glibc" if sums.get("glibc") else next(iter(sums), None)
+        if ref_al is None:
+            return []
+        ref = sums[ref_al]
+        if len(ref) > 1:
+            return [ref_al + " (differs between its own runs)"]
+        return [al for al, s in sums.items() if s != ref]
+
+
+def geomean(xs):
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def fmt(x, digits=3):
+    return "—" if x is None else ("%.*f" % (digits, x))
+
+
+def table(header, rows, align=None):
+    align = align or (["l"] + ["r"] * (len(header) - 1))
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join(":---" if a == "l" else "---:" for a in align) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def read_meta(path):
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                meta[k] = v
+    return meta
+
+
+def time_section(res, lines):
+    allocs = res.main_allocs
+    has_pool = POOL in allocs and any(res.time(w, POOL) for w in res.timed)
+    peers = [a for a in allocs if a != POOL]
+    norm = "jemalloc" if "jemalloc" in allocs else "glibc"
+    header = ["workload"] + allocs
+    if has_pool:
+        header += ["pool/%s" % p for p in peers]
+    rows = []
+    for wl in res.timed:
+        mism = set(res.checksum_mismatches(wl))
+        row = [wl]
+        for al in allocs:
+            t = res.time(wl, al)
+            cell = fmt(t) if t is not None else res.failure(wl, al)
+            if al in mism:
+                cell += " ⚠checksum"
+            row.append(cell)
+        if has_pool:
+            tp = res.time(wl, POOL)
+            for p in peers:
+                tq = res.time(wl, p)
+                row.append(fmt(tp / tq, 2) if tp and tq else "—")
+        rows.append(row)
+    # geometric means: times normalised to `norm` per workload; pool/peer ratios
+    g = ["**geomean**"]
+    for al in allocs:
+        g.append(fmt(geomean([res.time(w, al) / res.time(w, norm)
+                              for w in res.timed if res.time(w, al) and res.time(w, norm)]), 2))
+    if has_pool:
+        for p in peers:
+            g.append("**%s**" % fmt(geomean([res.time(w, POOL) / res.time(w, p)
+                                             for w in res.timed
+                                             if res.time(w, POOL) and res.time(w, p)]), 2))
+    rows.append(g)
+    lines.append("## Time (median wall-clock seconds; lower is better)")
+    lines.append("")
+    lines += table(header, rows)
+    lines.append("")
+    expl = ("In the **geomean** row the allocator columns are the geometric mean over "
+            "workloads of each allocator's time divided by %s's" % norm)
+    if has_pool:
+        expl += ("; the pool/X columns are the geometric mean of poolmalloc's time divided "
+                 "by X's (below 1: poolmalloc is faster)")
+    lines.append(expl + ".")
+    if not has_pool:
+        lines.append("")
+        lines.append("**poolmalloc was not measured** (see notes above), so there are no "
+                     "poolmalloc/peer ratios in this report.")
+    lines.append("")
+
+    # run-to-run spread, so that noise can be judged
+    lines.append("### Spread (slowest ÷ fastest run of each cell)")
+    lines.append("")
+    rows = [[wl] + [fmt(res.spread(wl, al), 2) for al in allocs] for wl in res.timed]
+    lines += table(["workload"] + allocs, rows)
+    lines.append("")
+
+
+def rss_section(res, lines):
+    allocs = res.main_allocs
+    lines.append("## Peak RSS (median, MiB; lower is better)")
+    lines.append("")
+    rows = []
+    for wl in res.timed:
+        row = [wl]
+        for al in allocs:
+            k = res.median(wl, al, "maxrss_kib")
+            row.append(fmt(k / 1024, 1) if k is not None else res.failure(wl, al))
+        rows.append(row)
+    lines += table(["workload"] + allocs, rows)
+    lines.append("")
+
+
+def python_section(res, lines):
+    if "python" not in res.workloads:
+        return
+    ref = res.time("python", "pymalloc")
+    lines.append("## Python: C allocators (PYTHONMALLOC=malloc) vs CPython's pymalloc")
+    lines.append("")
+    lines.append("pymalloc = python3 without preload and without PYTHONMALLOC, i.e. CPython's "
+                 "own small-object allocator on top of glibc.")
+    lines.append("")
+    rows = []
+    for al in res.allocs:
+        t = res.time("python", al)
+        k = res.median("python", al, "maxrss_kib")
+        rows.append([al, fmt(t) if t is not None else res.failure("python", al),
+                     fmt(k / 1024, 1) if k is not None else "—",
+                     fmt(t / ref, 2) if t and ref else "—"])
+    lines += table(["allocator", "median time (s)", "peak RSS (MiB)", "time ÷ pymalloc"], rows)
+    lines.append("")
+
+
+def rssfree_section(res, lines):
+    if "rssfree" not in res.workloads:
+        return
+    lines.append("## RSS after mass free (rssfree)")
+    lines.append("")
+    lines.append("~500 MiB of small (16..256 B) and medium (1..64 KiB) blocks are allocated "
+                 "and touched, then all freed in random order. VmRSS is read by the program "
+                 "itself at the peak, right after the frees, and after 0.5 s idle plus a "
+                 "little malloc/free activity. Medians, MiB.")
+    lines.append("")
+    rows = []
+    for al in res.main_allocs:
+        peak = res.median("rssfree", al, "rss_peak_kib")
+        after = res.median("rssfree", al, "rss_after_free_kib")
+        idle = res.median("rssfree", al, "rss_after_idle_kib")
+        if peak is None:
+            rows.append([al, res.failure("rssfree", al), "—", "—", "—"])
+            continue
+        rows.append([al, fmt(peak / 1024, 1), fmt(after / 1024, 1), fmt(idle / 1024, 1),
+                     "%.0f%%" % (100.0 * (peak - idle) / peak)])
+    lines += table(["allocator", "peak", "right after free", "after idle",
+                    "returned to OS"], rows)
+    lines.append("")
+
+
+def fastpath_section(path, lines):
+    with open(path, newline="") as f:
+        runs = list(csv.DictReader(f))
+    if not runs:
+        return
+    sizes = []
+    cells = defaultdict(dict)
+    for r in runs:
+        if r["size"] not in sizes:
+            sizes.append(r["size"])
+        cells[r["allocator"]][r["size"]] = r["instr_per_pair"]
+    n1, n2 = runs[0]["n1"], runs[0]["n2"]
+    lines.append("## Fast-path instructions per malloc+free pair (callgrind)")
+    lines.append("")
+    lines.append("bench/fastpath.c run under `valgrind --tool=callgrind` with N=%s and N=%s "
+                 "pairs; (Ir(N2) − Ir(N1)) / (N2 − N1). Includes the benchmark loop's own "
+                 "handful of instructions (the same for every allocator)." % (n1, n2))
+    lines.append("")
+    allocs = [a for a in ORDER if a in cells] + sorted(set(cells) - set(ORDER))
+    rows = [[al] + [cells[al].get(s, "—") for s in sizes] for al in allocs]
+    lines += table(["allocator"] + ["%s B" % s for s in sizes], rows)
+    lines.append("")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--csv", required=True)
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--notes")
+    ap.add_argument("--fastpath")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    res = Results(load_runs(args.csv))
+    meta = read_meta(args.meta)
+    notes = []
+    if args.notes:
+        with open(args.notes) as f:
+            notes = [l.strip() for l in f if l.strip()]
+
+    lines = ["# poolmalloc benchmarks", ""]
+    lines.append("- mode: **%s**, %s interleaved repetitions, scale %s; %s"
+                 % (meta.get("mode"), meta.get("reps"), meta.get("scale"), meta.get("date")))
+    lines.append("- machine: %s, Linux %s" % (meta.get("cpu"), meta.get("kernel")))
+    lines.append("- %s" % meta.get("versions"))
+    lines.append("- poolmalloc: `%s`" % meta.get("poolmalloc"))
+    lines.append("- benchmark runs took %s s" % meta.get("elapsed_s"))
+    for n in notes:
+        lines.append("- note: %s" % n)
+    lines.append("")
+
+    time_section(res, lines)
+    rss_section(res, lines)
+    python_section(res, lines)
+    rssfree_section(res, lines)
+    if args.fastpath:
+        fastpath_section(args.fastpath, lines)
+
+    lines.append("## Checks")
+    lines.append("")
+    problems = []
+    for wl in res.workloads:
+        for al in res.checksum_mismatches(wl):
+            problems.append("checksum mismatch: %s under %s" % (wl, al))
+    for (wl, al), sts in sorted(res.bad.items()):
+        for st in sorted(set(sts)):
+            problems.append("%s under %s: %s (%d of %d runs)"
+                            % (wl, al, st, sts.count(st), sts.count(st) + len(res.ok.get((wl, al), []))))
+    if problems:
+        lines += ["- " + p for p in problems]
+    else:
+        lines.append("All runs exited successfully and every allocator produced the same "
+                     "checksum as glibc for every workload.")
+    lines.append("")
+
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

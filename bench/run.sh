@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# poolmalloc benchmark suite; `make bench` runs it as `bash bench/run.sh`.
+#
+# Compares poolmalloc with glibc malloc, jemalloc, mimalloc and tcmalloc by
+# running the same programs with each allocator swapped in via LD_PRELOAD
+# (glibc = no preload).  Every program prints a checksum, so all allocators
+# are verified to have done the same work.
+#
+# Workloads (C sources in bench/, each one small file):
+#   churn        single thread, ~1M live small objects (16..256 B), random
+#                replacement: a big long-lived heap that keeps changing
+#   mixed        sizes 16 B..1 MiB, log-uniform, random replacement: every
+#                size class plus the large/mmap path, and fragmentation
+#   young        binary trees built and dropped (gc-bench / binary-trees):
+#                short-lived objects next to a long-lived tree
+#   prodcons     one thread allocates, another frees, through a bounded queue:
+#                the remote-free path of pipelines and message passing
+#   larson       4 threads replace random slots of shared regions, regions
+#                move between threads every round: a server where objects are
+#                freed by a different thread than the one that made them
+#   cscratch     objects allocated by one thread, freed and re-allocated and
+#                written hard by others: allocator-induced false sharing
+#   threadchurn  thousands of short-lived threads allocating a little each:
+#                per-thread state set-up/tear-down, frees after thread exit
+#   realloc      many buffers grown by small realloc steps: in-place growth
+#                versus move-and-copy
+#   python       python3 running bench/py_alloc.py with PYTHONMALLOC=malloc
+#                (a real interpreter's allocation pattern); also run once per
+#                repetition with CPython's own pymalloc for comparison
+#   sqlite       sqlite3 CLI on an in-memory database: ~100k INSERTs with
+#                text, indexes, joins, aggregates, updates, deletes
+#   rssfree      ~500 MiB of small+medium blocks freed at once: how much RSS
+#                goes back to the OS (reported separately, not timed)
+#   fastpath     malloc+free pairs of one size under callgrind: instructions
+#                per pair (BENCH_MODE=full or BENCH_CALLGRIND=1)
+#
+# Environment:
+#   POOLMALLOC_SO    preloadable poolmalloc (default build/libpoolmalloc.so);
+#                    if missing, the poolmalloc column is skipped with a note
+#   BENCH_MODE       quick (3 repetitions, default) or full (5 repetitions,
+#                    twice the work per run, plus callgrind)
+#   BENCH_CALLGRIND  1 to count fast-path instructions in quick mode too
+#   CC               compiler for the workloads (default cc)
+#
+# Runs are interleaved (for each repetition, for each workload, for each
+# allocator) so slow drifts of the machine hit all allocators alike.  Times
+# and peak RSS come from bench/measure.c (fork/exec + wait4).  A run that
+# takes more than 10x glibc's time for the same workload (at least 5 s) is
+# killed and reported as a timeout, and that pair is not run again.
+#
+# Output: Markdown on stdout and in build/bench/results.md, raw runs in
+# build/bench/results.csv, a chart in build/bench/results.svg.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+OUT=$ROOT/build/bench
+BIN=$OUT/bin
+LOGS=$OUT/logs
+START=$(date +%s)
+
+MODE=${BENCH_MODE:-quick}
+case "$MODE" in
+  quick) REPS=3; SCALE=1; CALLGRIND=${BENCH_CALLGRIND:-0} ;;
+  full)  REPS=5; SCALE=2; CALLGRIND=${BENCH_CALLGRIND:-1} ;;
+  *) echo "bench: BENCH_MODE must be quick or full, not '$MODE'" >&2; exit 2 ;;
+esac
+TIMEOUT_FACTOR=10
+TIMEOUT_MIN=5
+
+say() { echo "bench: $*" >&2; }
+
+# ---------------------------------------------------------------- setup ----
+if ! bash scripts/install-deps.sh bench; then
+  say "warning: installing dependencies failed; missing tools will be skipped"
+fi
+
+PYTHON=/usr/bin/python3
+[ -x "$PYTHON" ] || PYTHON=$(command -v python3 || true)
+if [ -z "$PYTHON" ]; then
+  say "python3 is required for the report"; exit 1
+fi
+
+mkdir -p "$OUT" "$BIN"
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+rm -f "$OUT"/results.md "$OUT"/results.csv "$OUT"/results.svg "$OUT"/fastpath.csv "$OUT"/notes.txt
+NOTES=$OUT/notes.txt
+: > "$NOTES"
+note() { echo "$*" >> "$NOTES"; say "$*"; }
+
+CC=${CC:-cc}
+CFLAGS=(-O2 -g -pthread -Wall -Wextra)
+C_WORKLOADS=(churn mixed young prodcons larson cscratch threadchurn realloc)
+say "compiling with $CC ${CFLAGS[*]} into $BIN"
+for prog in measure "${C_WORKLOADS[@]}" rssfree fastpath; do
+  "$CC" "${CFLAGS[@]}" -o "$BIN/$prog" "bench/$prog.c" -lm
+done
+MEASURE=$BIN/measure
+
+"$PYTHON" bench/gen_sql.py > "$OUT/sqlite.sql"
+
+# ----------------------------------------------------------- allocators ----
+POOL_SO=${POOLMALLOC_SO:-build/libpoolmalloc.so}
+case "$POOL_SO" in /*) ;; *) POOL_SO=$ROOT/$POOL_SO ;; esac
+
+ALLOCS=()
+declare -A LIB=()
+add_alloc() { # name library-or-empty
+  local name=$1 lib=$2
+  if [ -n "$lib" ]; then
+    if [ ! -e "$lib" ]; then
+      note "$name: $lib not found, skipped"
+      return
+    fi
+    # smoke test: a tiny program must run with it preloaded
+    "$MEASURE" -o "$LOGS/smoke.$name" -t 10 -e "LD_PRELOAD=$lib" -- \
+      "$BIN/fastpath" 64 1000 > /dev/null 2> "$LOGS/smoke.$name.err" || true
+    if [ "$(cut -d' ' -f1 "$LOGS/smoke.$name")" != ok ]; then
+      note "$name: $lib does not work as LD_PRELOAD ($(cut -d' ' -f1 "$LOGS/smoke.$name")), skipped"
+      return
+    fi
+  fi
+  ALLOCS+=("$name")
+  LIB[$name]=$lib
+}
+add_alloc glibc ""
+add_alloc jemalloc /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+add_alloc mimalloc /usr/lib/x86_64-linux-gnu/libmimalloc.so.2
+add_alloc tcmalloc /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+add_alloc poolmalloc "$POOL_SO"
+
+# ------------------------------------------------------------ workloads ----
+WORKLOADS=("${C_WORKLOADS[@]}")
+if [ -x /usr/bin/python3 ]; then WORKLOADS+=(python); else note "python: /usr/bin/python3 not found, skipped"; fi
+if command -v sqlite3 > /dev/null; then WORKLOADS+=(sqlite); else note "sqlite: sqlite3 not found, skipped"; fi
+WORKLOADS+=(rssfree)
+
+# sets CMD (the program and its arguments) for a workload
+set_cmd() {
+  case "$1" in
+    python) CMD=(/usr/bin/python3 "$ROOT/bench/py_alloc.py" "$SCALE") ;;
+    sqlite) CMD=(sqlite3 :memory: ".read $OUT/sqlite.sql") ;;
+    rssfree) CMD=("$BIN/rssfree") ;;
+    *) CMD=("$BIN/$1" "$SCALE") ;;
+  esac
+}
+
+CSV=$OUT/results.csv
+echo "rep,workload,allocator,status,elapsed_s,maxrss_kib,checksum,rss_peak_kib,rss_after_free_kib,rss_after_idle_kib" > "$CSV"
+declare -A GLIBC_TIME=() GAVE_UP=()
+
+run_one() { # rep workload allocator
+  local rep=$1 wl=$2 alloc=$3 key="$2.$3.$1"
+  local envs=() timeout=$TIMEOUT_MIN
+  if [ -n "${GAVE_UP[$wl.$alloc]:-}" ]; then
+    echo "$rep,$wl,$alloc,skipped,,,,,," >> "$CSV"
+    return
+  fi
+  case "$alloc" in
+    glibc|pymalloc) envs+=(-u LD_PRELOAD) ;;
+    *) envs+=(-e "LD_PRELOAD=${LIB[$alloc]}") ;;
+  esac
+  if [ "$wl" = python ]; then
+    envs+=(-e PYTHONHASHSEED=0)
+    if [ "$alloc" = pymalloc ]; then envs+=(-u PYTHONMALLOC); else envs+=(-e PYTHONMALLOC=malloc); fi
+  fi
+  if [ -n "${GLIBC_TIME[$wl]:-}" ]; then
+    timeout=$(awk -v t="${GLIBC_TIME[$wl]}" -v f=$TIMEOUT_FACTOR -v m=$TIMEOUT_MIN \
+      'BEGIN { x = t * f; if (x < m) x = m; printf "%d", x + 1 }')
+  else
+    timeout=120
+  fi
+  set_cmd "$wl"
+  "$MEASURE" -o "$LOGS/$key.res" -t "$timeout" "${envs[@]}" -- "${CMD[@]}" \
+    < /dev/null > "$LOGS/$key.out" 2> "$LOGS/$key.err"
+  local status elapsed rss sum rssline="" r1="" r2="" r3=""
+  read -r status elapsed rss < "$LOGS/$key.res"
+  if grep -q '^checksum:' "$LOGS/$key.out"; then
+    sum=$(grep '^checksum:' "$LOGS/$key.out" | head -1 | cut -d' ' -f2- | tr ' ' '/')
+  else
+    sum=$(cksum < "$LOGS/$key.out" | cut -d' ' -f1)
+  fi
+  if [ "$wl" = rssfree ]; then
+    rssline=$(grep '^rss_kib:' "$LOGS/$key.out" || true)
+    read -r _ r1 r2 r3 <<< "${rssline:-x}"
+  fi
+  if [ "$status" = timeout ]; then GAVE_UP[$wl.$alloc]=1; fi
+  if [ "$alloc" = glibc ] && [ "$status" = ok ]; then GLIBC_TIME[$wl]=$elapsed; fi
+  echo "$rep,$wl,$alloc,$status,$elapsed,$rss,$sum,$r1,$r2,$r3" >> "$CSV"
+  printf 'bench: [%d/%d] %-11s %-10s %8.3f s %7.1f MiB  %s\n' "$rep" "$REPS" "$wl" "$alloc" \
+    "$elapsed" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$status" >&2
+}
+
+say "mode $MODE: $REPS repetitions, scale $SCALE, allocators: ${ALLOCS[*]}"
+for rep in $(seq 1 "$REPS"); do
+  for wl in "${WORKLOADS[@]}"; do
+    for alloc in "${ALLOCS[@]}"; do
+      run_one "$rep" "$wl" "$alloc"
+    done
+    if [ "$wl" = python ]; then run_one "$rep" python pymalloc; fi
+  done
+done
+
+# ------------------------------------------------------------- callgrind ---
+FASTPATH_CSV=""
+if [ "$CALLGRIND" = 1 ]; then
+  if command -v valgrind > /dev/null; then
+    FASTPATH_CSV=$OUT/fastpath.csv
+    N1=20000 N2=120000
+    echo "allocator,size,n1,ir_n1,n2,ir_n2,instr_per_pair" > "$FASTPATH_CSV"
+    say "counting fast-path instructions with callgrind (N=$N1 and N=$N2)"
+    for alloc in "${ALLOCS[@]}"; do
+      for size in 16 64 256 1024; do
+        pids=()
+        for n in $N1 $N2; do
+          # instruction counts do not depend on load, so both N run at once
+          if [ -n "${LIB[$alloc]}" ]; then preload=(LD_PRELOAD="${LIB[$alloc]}"); else preload=(-u LD_PRELOAD); fi
+          env "${preload[@]}" valgrind --tool=callgrind \
+            --callgrind-out-file="$LOGS/callgrind.$alloc.$size.$n" \
+            "$BIN/fastpath" "$size" "$n" > /dev/null 2> "$LOGS/callgrind.$alloc.$size.$n.err" &
+          pids+=($!)
+        done
+        ok=1
+        for pid in "${pids[@]}"; do wait "$pid" || ok=0; done
+        ir1=$(sed -n 's/^summary: //p' "$LOGS/callgrind.$alloc.$size.$N1" 2> /dev/null || true)
+        ir2=$(sed -n 's/^summary: //p' "$LOGS/callgrind.$alloc.$size.$N2" 2> /dev/null || true)
+        if [ "$ok" = 1 ] && [ -n "$ir1" ] && [ -n "$ir2" ]; then
+          per=$(awk -v a="$ir1" -v b="$ir2" -v n1=$N1 -v n2=$N2 'BEGIN { printf "%.1f", (b - a) / (n2 - n1) }')
+        else
+          per=failed
+        fi
+        echo "$alloc,$size,$N1,$ir1,$N2,$ir2,$per" >> "$FASTPATH_CSV"
+        say "fastpath $alloc $size B: $per instructions per malloc+free"
+      done
+    done
+  else
+    note "fastpath: valgrind not found, instruction counts skipped"
+  fi
+fi
+
+# --------------------------------------------------------------- report ----
+ver() { dpkg-query -W -f='${Version}' "$1" 2> /dev/null || echo "?"; }
+META=$OUT/meta.txt
+{
+  echo "mode=$MODE"
+  echo "reps=$REPS"
+  echo "scale=$SCALE"
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1) ($(nproc) cores)"
+  echo "kernel=$(uname -r)"
+  echo "versions=glibc $(ver libc6), jemalloc $(ver libjemalloc2), mimalloc $(ver libmimalloc2.0), tcmalloc $(ver libtcmalloc-minimal4), python3 $(/usr/bin/python3 -c 'import platform; print(platform.python_version())' 2> /dev/null || echo '?'), sqlite3 $(sqlite3 --version 2> /dev/null | cut -d' ' -f1)"
+  echo "poolmalloc=$POOL_SO"
+  echo "elapsed_s=$(( $(date +%s) - START ))"
+} > "$META"
+
+"$PYTHON" bench/report.py --csv "$CSV" --meta "$META" --notes "$NOTES" \
+  ${FASTPATH_CSV:+--fastpath "$FASTPATH_CSV"} --out "$OUT/results.md"
+"$PYTHON" bench/chart.py --csv "$CSV" --out "$OUT/results.svg"
+cat "$OUT/results.md"
+say "wrote $OUT/results.md, $OUT/results.csv, $OUT/results.svg (logs in $LOGS)"
+say "finished in $(( $(date +%s) - START )) s"
