@@ -40,16 +40,16 @@ missing=$(comm -23 <(tr ' ' '\n' <<<"$wanted" | sort) <(tr ' ' '\n' <<<"$have" |
 
 # The test runner prints timings, so compare only the exit status and the verdict lines.
 PM_ANY_RC=1
-pm_run glibc regrtest "$PY" -m test -q $have
-pm_run preload regrtest "$PY" -m test -q $have
+pm_run glibc regrtest "$PY" -m test -q -j2 $have
+pm_run preload regrtest "$PY" -m test -q -j2 $have
 for mode in glibc preload; do
     grep -E '^(Tests result|== Tests result|[0-9]+ tests? (OK|failed|skipped)|All [0-9]+ tests OK)' \
         "$PM_TMP/regrtest.$mode.out" | sed 's/ in [0-9.]* *[a-z]*\.*$//' >"$PM_TMP/verdict.$mode.out" || true
     cp "$PM_TMP/regrtest.$mode.rc" "$PM_TMP/verdict.$mode.rc"
-    cp "$PM_TMP/regrtest.$mode.err" "$PM_TMP/verdict.$mode.err"
+    { cat "$PM_TMP/regrtest.$mode.err"; tail -n 30 "$PM_TMP/regrtest.$mode.out"; } >"$PM_TMP/verdict.$mode.err"
 done
 [ "$(cat "$PM_TMP/regrtest.glibc.rc")" = 0 ] ||
     pm_note "CPython tests fail even under glibc (status $(cat "$PM_TMP/regrtest.glibc.rc")); comparing verdicts only"
 pm_compare_runs verdict
 cat "$PM_TMP/verdict.preload.out"
-echo "ran CPython tests: $have"
+echo "ok CPython tests under both: $have"
