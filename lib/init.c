@@ -10,6 +10,7 @@
 
 _Atomic int _pm_initialized;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static int exit_report_fd = -1;        /* stderr, duplicated at start-up */
 
 static void fork_prepare(void) {
     _pm_heap_fork_prepare();
@@ -39,6 +40,7 @@ void _pm_init_slow(void) {
     _pm_options_init();
     _pm_free_key = (uintptr_t)_pm_os_random() | 1;
     _pm_heaps_init();
+    if (_pm_options.stats) exit_report_fd = _pm_os_private_fd(2);
     atomic_store_explicit(&_pm_initialized, 1, memory_order_release);
     pthread_mutex_unlock(&init_lock);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
@@ -47,5 +49,5 @@ void _pm_init_slow(void) {
 __attribute__((constructor)) static void pm_constructor(void) { _pm_init(); }
 
 __attribute__((destructor)) static void pm_destructor(void) {
-    if (_pm_options.stats) _pm_stats_print(2);
+    if (_pm_options.stats) _pm_stats_print(exit_report_fd >= 0 ? exit_report_fd : 2);
 }

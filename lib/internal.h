@@ -139,6 +139,7 @@ size_t _pm_os_page_size(void);
 uint64_t _pm_os_random(void);
 void   _pm_os_fail_next_maps(int n);               /* test hook: fail the next n mappings */
 long   _pm_os_resident_bytes(void);                /* from /proc/self/statm; -1 if unknown */
+int    _pm_os_private_fd(int fd);                  /* a close-on-exec duplicate, or -1 */
 
 /* ---- arena.c ------------------------------------------------------------------------------ */
 extern uint8_t _pm_arena_map[(size_t)1 << (PM_ADDR_BITS - PM_ARENA_SHIFT)];

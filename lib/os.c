@@ -83,6 +83,10 @@ uint64_t _pm_os_random(void) {
     return x;
 }
 
+/* A private duplicate of fd (at 100 or above, close-on-exec), so that a report at exit still has a
+ * stderr when the program closed its own (coreutils programs close stderr in an atexit handler). */
+int _pm_os_private_fd(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 100); }
+
 long _pm_os_resident_bytes(void) {
     int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
