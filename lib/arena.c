@@ -11,8 +11,11 @@
  *   - Fullest first. Arenas sit in buckets by their number of free slots; a pool comes from the
  *     fullest arena that has room (pymalloc's ordering of usable_arenas), so lightly used arenas
  *     drain and can be returned.
- *   - Free slots are "dirty" (their pages may be resident) until purged. Once more than
- *     `purge_mb` MiB are dirty, every dirty run is decommitted with one madvise each.
+ *   - Free slots are "dirty" (their pages may be resident) until purged. A slot freed more than
+ *     `purge_delay` ms ago is decommitted (one madvise per run of slots) the next time any pool
+ *     is released, so memory a program freed goes back to the OS within a bounded delay while
+ *     a program that frees and reallocates at once keeps its pages (no madvise/fault churn).
+ *     If more than `purge` bytes are dirty, all of them are decommitted at once.
  *   - A wholly free arena is decommitted and kept if it is the only one, else unmapped: one
  *     cached arena is the hysteresis that stops a program which frees and allocates at a
  *     boundary from mapping and unmapping in a loop (CPython keeps one for the same reason).
@@ -92,27 +95,48 @@ static int find_run(uint64_t used, unsigned n) {
     return -1;
 }
 
-static size_t decommit_dirty(pm_arena_t *a) {
+/* Decommit the dirty slots of `a` that are in `mask`, one madvise per run. */
+static size_t decommit(pm_arena_t *a, uint64_t mask) {
     size_t released = 0;
-    uint64_t d = a->slots_dirty;
+    uint64_t d = a->slots_dirty & mask;
+    dirty_slots -= (size_t)__builtin_popcountll(d);
+    a->slots_dirty &= ~d;
     while (d) {
         unsigned start = (unsigned)__builtin_ctzll(d);
-        unsigned len = (unsigned)__builtin_ctzll(~(d >> start));
-        if (start + len > 64) len = 64 - start;
+        unsigned len = (unsigned)__builtin_ctzll(~(d >> start));   /* start >= 1: no overflow */
         _pm_os_decommit((uint8_t *)a + ((size_t)start << PM_SLOT_SHIFT), (size_t)len << PM_SLOT_SHIFT);
         released += (size_t)len << PM_SLOT_SHIFT;
-        uint64_t run = (len == 64) ? FULL_MASK : ((((uint64_t)1 << len) - 1) << start);
-        d &= ~run;
+        d &= ~((((uint64_t)1 << len) - 1) << start);
     }
-    dirty_slots -= (size_t)__builtin_popcountll(a->slots_dirty);
-    a->slots_dirty = 0;
     return released;
 }
 
-static size_t purge_all(void) {
+/* Decommit every dirty slot freed at or before `cutoff` (ms); all of them when `cutoff` is
+ * UINT32_MAX. Returns the bytes released. */
+static size_t purge(uint32_t cutoff) {
     size_t released = 0;
-    for (pm_arena_t *a = all_arenas; a; a = a->all_next) released += decommit_dirty(a);
+    for (pm_arena_t *a = all_arenas; a; a = a->all_next) {
+        uint64_t old = 0;
+        for (uint64_t d = a->slots_dirty; d; d &= d - 1) {
+            unsigned i = (unsigned)__builtin_ctzll(d);
+            if ((int32_t)(a->freed_ms[i] - cutoff) <= 0 || cutoff == UINT32_MAX) old |= (uint64_t)1 << i;
+        }
+        if (old) released += decommit(a, old);
+    }
     return released;
+}
+
+static uint32_t last_purge_ms;
+
+/* Called on every pool release. Looks at the clock, and at most every delay/4 ms at the slots. */
+static void maybe_purge(void) {
+    uint32_t now = _pm_os_now_ms(), delay = (uint32_t)_pm_options.purge_delay;
+    if (dirty_slots * PM_SLOT_SIZE > _pm_options.purge) {
+        purge(UINT32_MAX);
+    } else if (now - last_purge_ms > delay / 4) {
+        purge(now - delay);
+        last_purge_ms = now;
+    }
 }
 
 /* Take a run of slots for a pool of `size_class`. The pool's geometry is written here, under the
@@ -166,21 +190,22 @@ void _pm_arena_pool_release(pm_pool_t *pool) {
     arena->slots_used &= ~run;
     arena->slots_dirty |= run;
     dirty_slots += slots;
+    uint32_t now = _pm_os_now_ms();
+    for (unsigned i = 0; i < slots; i++) arena->freed_ms[at + i] = now;
     arena->nfree += slots;
     bucket_insert(arena);
     if (arena->slots_used == 1) {
         nfree_arenas++;
         if (nfree_arenas > 1) arena_unmap(arena);
-        else decommit_dirty(arena);
-    } else if (dirty_slots * PM_SLOT_SIZE > _pm_options.purge) {
-        purge_all();
+        else decommit(arena, FULL_MASK);
     }
+    maybe_purge();
     pthread_mutex_unlock(&_pm_arena_lock);
 }
 
 size_t _pm_arena_trim(void) {
     pthread_mutex_lock(&_pm_arena_lock);
-    size_t released = purge_all();
+    size_t released = purge(UINT32_MAX);
     for (pm_arena_t *a = all_arenas, *next; a; a = next) {
         next = a->all_next;
         if (a->slots_used == 1) { arena_unmap(a); released += PM_ARENA_SIZE; }

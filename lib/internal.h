@@ -102,6 +102,7 @@ struct pm_arena_s {
     uint32_t        nfree;       /* free slots */
     uint8_t         _pad[PM_CACHELINE - 36];
     pm_pool_t       pools[PM_SLOTS];
+    uint32_t        freed_ms[PM_SLOTS]; /* when each free slot was freed (_pm_os_now_ms) */
 };
 
 struct pm_heap_s {
@@ -140,6 +141,7 @@ uint64_t _pm_os_random(void);
 void   _pm_os_fail_next_maps(int n);               /* test hook: fail the next n mappings */
 long   _pm_os_resident_bytes(void);                /* from /proc/self/statm; -1 if unknown */
 int    _pm_os_private_fd(int fd);                  /* a close-on-exec duplicate, or -1 */
+uint32_t _pm_os_now_ms(void);                      /* a coarse monotonic clock, wraps every 49 days */
 
 /* ---- arena.c ------------------------------------------------------------------------------ */
 extern uint8_t _pm_arena_map[(size_t)1 << (PM_ADDR_BITS - PM_ARENA_SHIFT)];
@@ -229,7 +231,8 @@ void   _pm_invalid_free(const char *func, const void *p, const char *why);
 typedef struct {
     bool stats;       /* print statistics at exit */
     bool verbose;     /* say more about what happens */
-    size_t purge;     /* decommit free pool slots once this many bytes of them are dirty */
+    size_t purge;     /* decommit all free pool slots at once when this many bytes are dirty */
+    size_t purge_delay; /* ms: decommit a free pool slot this long after it was freed */
 } pm_options_t;
 extern pm_options_t _pm_options;
 void _pm_options_init(void);

@@ -15,7 +15,8 @@
 pm_options_t _pm_options = {
     .stats = false,
     .verbose = false,
-    .purge = (size_t)8 << 20,
+    .purge = (size_t)256 << 20,
+    .purge_delay = 1000,
 };
 
 typedef enum { OPT_BOOL, OPT_SIZE } opt_kind_t;
@@ -29,7 +30,8 @@ typedef struct {
 static const opt_t table[] = {
     { "stats",   OPT_BOOL, offsetof(pm_options_t, stats),   "print statistics to stderr at exit" },
     { "verbose", OPT_BOOL, offsetof(pm_options_t, verbose), "report what the allocator does (arena maps)" },
-    { "purge",   OPT_SIZE, offsetof(pm_options_t, purge),   "decommit free pool slots once this many bytes are dirty" },
+    { "purge",   OPT_SIZE, offsetof(pm_options_t, purge),   "decommit every free pool slot once this many bytes are dirty" },
+    { "purge_delay", OPT_SIZE, offsetof(pm_options_t, purge_delay), "decommit a free pool slot this many ms after it was freed" },
 };
 
 static bool parse_bool(const char *s, size_t n, bool *out) {

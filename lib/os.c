@@ -83,6 +83,12 @@ uint64_t _pm_os_random(void) {
     return x;
 }
 
+uint32_t _pm_os_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
+}
+
 /* A private duplicate of fd (at 100 or above, close-on-exec), so that a report at exit still has a
  * stderr when the program closed its own (coreutils programs close stderr in an atexit handler). */
 int _pm_os_private_fd(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 100); }

@@ -103,3 +103,19 @@ Test(arena, mallinfo2_reports_our_numbers) {
     cr_assert_eq((size_t)m.hblks, b.hblks);
     free(p); free(h);
 }
+
+Test(arena, free_slots_are_decommitted_once_the_purge_delay_passed) {
+    _pm_options.purge_delay = 50;
+    void *blocks[3000];
+    for (int i = 0; i < 3000; i++) { blocks[i] = malloc(1000); memset(blocks[i], 1, 1000); }
+    void *pin = malloc(1000);
+    for (int i = 0; i < 3000; i++) free(blocks[i]);
+    pm_stats_snapshot_t s;
+    _pm_stats_snapshot(&s);
+    cr_assert_geq(s.dirty_slots, 20, "freshly freed slots stay committed for reuse (%zu)", s.dirty_slots);
+    usleep(200 * 1000);
+    free(malloc(200000));                              /* any pool release checks the clock */
+    _pm_stats_snapshot(&s);
+    cr_assert_leq(s.dirty_slots, 4, "slots older than the delay were decommitted (%zu left)", s.dirty_slots);
+    free(pin);
+}

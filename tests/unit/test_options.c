@@ -1,6 +1,6 @@
 #include "helpers.h"
 
-static pm_options_t defaults(void) { return (pm_options_t){ .stats = false, .verbose = false, .purge = 8u << 20 }; }
+static pm_options_t defaults(void) { return (pm_options_t){ .stats = false, .verbose = false, .purge = 8u << 20, .purge_delay = 1000 }; }
 static char msg[4096];
 
 Test(options, parses_booleans_and_sizes) {
@@ -16,8 +16,9 @@ Test(options, parses_booleans_and_sizes) {
     cr_assert_eq(_pm_options_parse("purge:1g,,stats:yes,", &o), 0);
     cr_assert_eq(o.purge, (size_t)1 << 30);
     cr_assert(o.stats);
-    cr_assert_eq(_pm_options_parse("purge:123", &o), 0);
+    cr_assert_eq(_pm_options_parse("purge:123,purge_delay:10", &o), 0);
     cr_assert_eq(o.purge, 123);
+    cr_assert_eq(o.purge_delay, 10);
     cr_assert_eq(_pm_options_parse("", &o), 0);
 }
 
