@@ -41,8 +41,9 @@ def main():
     lo_e, hi_e = math.floor(math.log2(lo)), math.ceil(math.log2(hi))
 
     bar_w, gap = 14, 22
-    group_w = bar_w * len(allocs) + gap
     left, right, top, bottom = 80, 20, 70, 70
+    # wide enough for the title and legend even with few workloads
+    group_w = max(bar_w * len(allocs) + gap, 720 // len(groups))
     plot_h = 340
     width = left + right + group_w * len(groups)
     height = top + plot_h + bottom
@@ -73,7 +74,7 @@ def main():
                'time ÷ %s time (log scale; lower is better)</text>' % (top + plot_h // 2, norm))
     # bars
     for gi, (label, vals) in enumerate(groups):
-        gx = left + gi * group_w + gap // 2
+        gx = left + gi * group_w + (group_w - bar_w * len(allocs)) // 2
         for ai, a in enumerate(allocs):
             x = gx + ai * bar_w
             v = vals[a]
@@ -82,9 +83,11 @@ def main():
                            % (x + bar_w / 2, y(1.0) - 3, colors[a]))
                 continue
             y0, y1 = sorted((y(1.0), y(v)))
+            if y1 - y0 < 3:  # the reference (and near-equal) bars: a visible sliver
+                y0, y1 = (y0 + y1) / 2 - 1.5, (y0 + y1) / 2 + 1.5
             svg.append('<rect x="%d" y="%.1f" width="%d" height="%.1f" fill="%s">'
                        '<title>%s, %s: %.2f × %s</title></rect>'
-                       % (x, y0, bar_w - 2, max(y1 - y0, 1), colors[a], escape(label), a, v, norm))
+                       % (x, y0, bar_w - 2, y1 - y0, colors[a], escape(label), a, v, norm))
         svg.append('<text x="%.1f" y="%d" text-anchor="middle"%s>%s</text>'
                    % (gx + bar_w * len(allocs) / 2, top + plot_h + 18,
                       ' font-weight="bold"' if label == "geomean" else "", escape(label)))

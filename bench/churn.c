@@ -11,7 +11,7 @@
  * and last bytes; tags are verified when the block is freed and summed into
  * the checksum, so all allocators must do (and preserve) exactly the same work.
  *
- *   churn [SCALE]    replacements = 2M * SCALE
+ *   churn [SCALE]    replacements = 1.5M * SCALE
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -63,7 +63,7 @@ static void drop(unsigned char *p)
 int main(int argc, char **argv)
 {
     long scale = argc > 1 ? atol(argv[1]) : 1;
-    uint64_t ops = 2000000ull * (uint64_t)(scale > 0 ? scale : 1);
+    uint64_t ops = 1500000ull * (uint64_t)(scale > 0 ? scale : 1);
     unsigned char **slot = calloc(SLOTS, sizeof *slot);
     uint32_t tag = 0;
 

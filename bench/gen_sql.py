@@ -1,6 +1,6 @@
 """Writes the SQL script of the sqlite workload to stdout.
 
-    python3 gen_sql.py [ROWS]      (default 90000 orders + 9000 customers)
+    python3 gen_sql.py [ROWS]      (default 80000 orders + 8000 customers)
 
 The script builds an in-memory database the way an application would: a
 table of customers and one of orders filled by individual INSERT statements
@@ -20,7 +20,7 @@ CITIES = ["Aachen", "Bergen", "Cork", "Dijon", "Essen", "Faro", "Graz", "Hull",
 
 
 def main():
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 90000
+    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 80000
     rng = random.Random(2024)
     out = sys.stdout
     w = out.write

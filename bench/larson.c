@@ -12,7 +12,7 @@
  * random state travels with the region and rounds are separated by a
  * barrier, so the work (and checksum) does not depend on scheduling.
  *
- *   larson [SCALE]    rounds = 60 * SCALE, 100k replacements per region per round
+ *   larson [SCALE]    rounds = 45 * SCALE, 100k replacements per region per round
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -101,7 +101,7 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
     long scale = argc > 1 ? atol(argv[1]) : 1;
-    rounds = 60 * (scale > 0 ? scale : 1);
+    rounds = 45 * (scale > 0 ? scale : 1);
     pthread_t th[THREADS];
 
     pthread_barrier_init(&barrier, NULL, THREADS);

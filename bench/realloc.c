@@ -10,7 +10,7 @@
  * verified, it is shrunk to half with realloc, verified again and freed,
  * and a new buffer starts in its slot.
  *
- *   realloc [SCALE]    appends = 1.5M * SCALE
+ *   realloc [SCALE]    appends = 1.2M * SCALE
  */
 #include <math.h>
 #include <stdint.h>
@@ -73,7 +73,7 @@ static void *xrealloc(void *p, size_t n)
 int main(int argc, char **argv)
 {
     long scale = argc > 1 ? atol(argv[1]) : 1;
-    uint64_t appends = 1500000ull * (uint64_t)(scale > 0 ? scale : 1);
+    uint64_t appends = 1200000ull * (uint64_t)(scale > 0 ? scale : 1);
     static struct buf bufs[BUFS];
     uint32_t next_id = 0;
     uint64_t checksum = 0;

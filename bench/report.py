@@ -113,12 +113,16 @@ def time_section(res, lines):
     if has_pool:
         header += ["pool/%s" % p for p in peers]
     rows = []
+    partial = [False]
     for wl in res.timed:
         mism = set(res.checksum_mismatches(wl))
         row = [wl]
         for al in allocs:
             t = res.time(wl, al)
             cell = fmt(t) if t is not None else res.failure(wl, al)
+            if t is not None and res.bad.get((wl, al)):
+                cell += " †"
+                partial[0] = True
             if al in mism:
                 cell += " ⚠checksum"
             row.append(cell)
@@ -149,6 +153,10 @@ def time_section(res, lines):
         expl += ("; the pool/X columns are the geometric mean of poolmalloc's time divided "
                  "by X's (below 1: poolmalloc is faster)")
     lines.append(expl + ".")
+    if partial[0]:
+        lines.append("")
+        lines.append("† median of the successful runs only; some runs of this cell failed or "
+                     "timed out (see Checks).")
     if not has_pool:
         lines.append("")
         lines.append("**poolmalloc was not measured** (see notes above), so there are no "
@@ -217,7 +225,7 @@ def rssfree_section(res, lines):
             rows.append([al, res.failure("rssfree", al), "—", "—", "—"])
             continue
         rows.append([al, fmt(peak / 1024, 1), fmt(after / 1024, 1), fmt(idle / 1024, 1),
-                     "%.0f%%" % (100.0 * (peak - idle) / peak)])
+                     "%d%%" % round(100.0 * (peak - idle) / peak)])
     lines += table(["allocator", "peak", "right after free", "after idle",
                     "returned to OS"], rows)
     lines.append("")
@@ -269,7 +277,11 @@ def main():
     lines.append("- machine: %s, Linux %s" % (meta.get("cpu"), meta.get("kernel")))
     lines.append("- %s" % meta.get("versions"))
     lines.append("- poolmalloc: `%s`" % meta.get("poolmalloc"))
-    lines.append("- benchmark runs took %s s" % meta.get("elapsed_s"))
+    lines.append("- the suite had run for %s s when this report was written (timed runs: %s s); "
+                 "CPU used meanwhile by other processes: %s s, stolen by the hypervisor: %s s; "
+                 "load average at the end: %s"
+                 % (meta.get("elapsed_s"), meta.get("runs_wall_s"), meta.get("other_cpu_s"),
+                    meta.get("steal_cpu_s"), meta.get("load_avg")))
     for n in notes:
         lines.append("- note: %s" % n)
     lines.append("")
@@ -288,9 +300,11 @@ def main():
         for al in res.checksum_mismatches(wl):
             problems.append("checksum mismatch: %s under %s" % (wl, al))
     for (wl, al), sts in sorted(res.bad.items()):
+        total = len(sts) + len(res.ok.get((wl, al), []))
         for st in sorted(set(sts)):
+            what = "not run again after a timeout" if st == "skipped" else st
             problems.append("%s under %s: %s (%d of %d runs)"
-                            % (wl, al, st, sts.count(st), sts.count(st) + len(res.ok.get((wl, al), []))))
+                            % (wl, al, what, sts.count(st), total))
     if problems:
         lines += ["- " + p for p in problems]
     else:

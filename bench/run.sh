@@ -27,7 +27,7 @@
 #   python       python3 running bench/py_alloc.py with PYTHONMALLOC=malloc
 #                (a real interpreter's allocation pattern); also run once per
 #                repetition with CPython's own pymalloc for comparison
-#   sqlite       sqlite3 CLI on an in-memory database: ~100k INSERTs with
+#   sqlite       sqlite3 CLI on an in-memory database: ~90k INSERTs with
 #                text, indexes, joins, aggregates, updates, deletes
 #   rssfree      ~500 MiB of small+medium blocks freed at once: how much RSS
 #                goes back to the OS (reported separately, not timed)
@@ -40,13 +40,18 @@
 #   BENCH_MODE       quick (3 repetitions, default) or full (5 repetitions,
 #                    twice the work per run, plus callgrind)
 #   BENCH_CALLGRIND  1 to count fast-path instructions in quick mode too
+#                    (0 to skip them in full mode)
+#   BENCH_WORKLOADS  run only these workloads (space-separated names), e.g.
+#                    BENCH_WORKLOADS="churn mixed" for a quick look
 #   CC               compiler for the workloads (default cc)
 #
 # Runs are interleaved (for each repetition, for each workload, for each
 # allocator) so slow drifts of the machine hit all allocators alike.  Times
 # and peak RSS come from bench/measure.c (fork/exec + wait4).  A run that
-# takes more than 10x glibc's time for the same workload (at least 5 s) is
-# killed and reported as a timeout, and that pair is not run again.
+# takes more than 20x glibc's time for the same workload (at least 10 s) is
+# killed and reported as a timeout, and that pair is not run again.  The CPU
+# time that other processes used during the runs is reported, since it is
+# the main source of noise.
 #
 # Output: Markdown on stdout and in build/bench/results.md, raw runs in
 # build/bench/results.csv, a chart in build/bench/results.svg.
@@ -65,8 +70,8 @@ case "$MODE" in
   full)  REPS=5; SCALE=2; CALLGRIND=${BENCH_CALLGRIND:-1} ;;
   *) echo "bench: BENCH_MODE must be quick or full, not '$MODE'" >&2; exit 2 ;;
 esac
-TIMEOUT_FACTOR=10
-TIMEOUT_MIN=5
+TIMEOUT_FACTOR=20
+TIMEOUT_MIN=10
 
 say() { echo "bench: $*" >&2; }
 
@@ -130,11 +135,37 @@ add_alloc mimalloc /usr/lib/x86_64-linux-gnu/libmimalloc.so.2
 add_alloc tcmalloc /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 add_alloc poolmalloc "$POOL_SO"
 
+# CPU time of the whole machine (busy and stolen, in seconds) from /proc/stat
+machine_cpu() {
+  awk -v hz="$(getconf CLK_TCK)" '$1 == "cpu" {
+    printf "%.2f %.2f\n", ($2 + $3 + $4 + $7 + $8) / hz, $9 / hz }' /proc/stat
+}
+# sets CHILD_CPU to the CPU time (user + system, seconds) of this shell's
+# finished children; `times` must run in this shell, not in a subshell
+children_cpu() {
+  times > "$LOGS/times.txt"
+  CHILD_CPU=$(awk 'NR == 2 {
+    t = 0
+    for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+    printf "%.2f\n", t }' "$LOGS/times.txt")
+}
+
 # ------------------------------------------------------------ workloads ----
 WORKLOADS=("${C_WORKLOADS[@]}")
 if [ -x /usr/bin/python3 ]; then WORKLOADS+=(python); else note "python: /usr/bin/python3 not found, skipped"; fi
 if command -v sqlite3 > /dev/null; then WORKLOADS+=(sqlite); else note "sqlite: sqlite3 not found, skipped"; fi
 WORKLOADS+=(rssfree)
+if [ -n "${BENCH_WORKLOADS:-}" ]; then
+  wanted=()
+  for wl in $BENCH_WORKLOADS; do
+    case " ${WORKLOADS[*]} " in
+      *" $wl "*) wanted+=("$wl") ;;
+      *) say "unknown or unavailable workload '$wl' (have: ${WORKLOADS[*]})"; exit 2 ;;
+    esac
+  done
+  WORKLOADS=("${wanted[@]}")
+  note "only these workloads were run (BENCH_WORKLOADS): ${WORKLOADS[*]}"
+fi
 
 # sets CMD (the program and its arguments) for a workload
 set_cmd() {
@@ -193,6 +224,10 @@ run_one() { # rep workload allocator
 }
 
 say "mode $MODE: $REPS repetitions, scale $SCALE, allocators: ${ALLOCS[*]}"
+read -r BUSY0 STEAL0 < <(machine_cpu)
+children_cpu
+OURS0=$CHILD_CPU
+RUNS_START=$(date +%s)
 for rep in $(seq 1 "$REPS"); do
   for wl in "${WORKLOADS[@]}"; do
     for alloc in "${ALLOCS[@]}"; do
@@ -201,6 +236,17 @@ for rep in $(seq 1 "$REPS"); do
     if [ "$wl" = python ]; then run_one "$rep" python pymalloc; fi
   done
 done
+
+read -r BUSY1 STEAL1 < <(machine_cpu)
+children_cpu
+OURS1=$CHILD_CPU
+RUNS_WALL=$(( $(date +%s) - RUNS_START ))
+OTHER_CPU=$(awk -v b0="$BUSY0" -v b1="$BUSY1" -v o0="$OURS0" -v o1="$OURS1" \
+  'BEGIN { x = (b1 - b0) - (o1 - o0); if (x < 0) x = 0; printf "%.1f", x }')
+STEAL_CPU=$(awk -v s0="$STEAL0" -v s1="$STEAL1" 'BEGIN { printf "%.1f", s1 - s0 }')
+if awk -v o="$OTHER_CPU" -v w="$RUNS_WALL" 'BEGIN { exit !(o > 0.1 * w) }'; then
+  note "other processes used ${OTHER_CPU} s of CPU during ${RUNS_WALL} s of runs: timings are noisy"
+fi
 
 # ------------------------------------------------------------- callgrind ---
 FASTPATH_CSV=""
@@ -251,6 +297,10 @@ META=$OUT/meta.txt
   echo "kernel=$(uname -r)"
   echo "versions=glibc $(ver libc6), jemalloc $(ver libjemalloc2), mimalloc $(ver libmimalloc2.0), tcmalloc $(ver libtcmalloc-minimal4), python3 $(/usr/bin/python3 -c 'import platform; print(platform.python_version())' 2> /dev/null || echo '?'), sqlite3 $(sqlite3 --version 2> /dev/null | cut -d' ' -f1)"
   echo "poolmalloc=$POOL_SO"
+  echo "runs_wall_s=$RUNS_WALL"
+  echo "other_cpu_s=$OTHER_CPU"
+  echo "steal_cpu_s=$STEAL_CPU"
+  echo "load_avg=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "elapsed_s=$(( $(date +%s) - START ))"
 } > "$META"
 
