@@ -23,6 +23,8 @@ void *__libc_realloc(void *p, size_t size);
 void *__libc_memalign(size_t align, size_t size);
 void *__libc_valloc(size_t size);
 void *__libc_pvalloc(size_t size);
+struct mallinfo __libc_mallinfo(void);
+int   __libc_mallopt(int param, int value);
 
 static bool is_pow2(size_t x) { return x && (x & (x - 1)) == 0; }
 
@@ -107,8 +109,7 @@ PM_EXPORT struct mallinfo2 mallinfo2(void) {
     return mi;
 }
 
-PM_EXPORT struct mallinfo mallinfo(void) {
-    struct mallinfo2 m2 = mallinfo2();
+static struct mallinfo mallinfo_from(struct mallinfo2 m2) {
     struct mallinfo mi;
     mi.arena = (int)m2.arena; mi.ordblks = (int)m2.ordblks; mi.smblks = 0; mi.hblks = (int)m2.hblks;
     mi.hblkhd = (int)m2.hblkhd; mi.usmblks = 0; mi.fsmblks = 0; mi.uordblks = (int)m2.uordblks;
@@ -116,11 +117,18 @@ PM_EXPORT struct mallinfo mallinfo(void) {
     return mi;
 }
 
+/* glibc marks mallinfo deprecated (its int fields overflow); programs still call it. */
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+PM_EXPORT struct mallinfo mallinfo(void) { return mallinfo_from(mallinfo2()); }
+
 PM_EXPORT void malloc_stats(void) { _pm_stats_print(2); }
 
 /* Accepted and ignored: glibc's tunables (M_MMAP_THRESHOLD, M_ARENA_MAX, ...) describe glibc's
  * design, not ours. Returns 1 (success), as glibc does for a valid parameter. */
 PM_EXPORT int mallopt(int param, int value) { (void)param; (void)value; return 1; }
+
+PM_EXPORT struct mallinfo __libc_mallinfo(void) { return mallinfo_from(mallinfo2()); }
+PM_EXPORT int __libc_mallopt(int param, int value) { return mallopt(param, value); }
 
 PM_EXPORT int malloc_info(int options, FILE *fp) {
     if (options != 0 || fp == NULL) { errno = EINVAL; return -1; }
