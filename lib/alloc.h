@@ -5,8 +5,8 @@
  * list, the first call of a thread, huge sizes) leaves through _pm_malloc_slow.
  *
  * free: one load of the arena map proves the pointer is in one of our arenas; the pool descriptor
- * comes from the arena header; the block must be on a block boundary (multiply by a reciprocal,
- * no divide) and must not carry the free mark (else: double free). A block of another thread's
+ * comes from the arena header; the block must be on a block boundary (one multiply, no
+ * divide) and must not carry the free mark (else: double free). A block of another thread's
  * pool, a huge block, NULL, or anything suspicious leaves through _pm_free_slow, which either
  * frees it remotely or reports the error and aborts.
  *

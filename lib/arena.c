@@ -172,6 +172,7 @@ pm_pool_t *_pm_arena_pool_acquire(unsigned size_class) {
     pool->size_class = (uint8_t)size_class;
     pool->block_size = ci->size;
     pool->capacity = ci->capacity;
+    pool->limit = ci->capacity * ci->size;
     __atomic_store_n(&pool->used, 0, __ATOMIC_RELAXED);
     pool->start = (uint8_t *)arena + ((size_t)at << PM_SLOT_SHIFT);
     pthread_mutex_unlock(&_pm_arena_lock);

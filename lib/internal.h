@@ -26,6 +26,10 @@
 #include <stdbool.h>
 #include <pthread.h>
 
+/* Everything declared here is internal to the library: hidden, so that it is reached without a
+ * trip through the GOT. */
+#pragma GCC visibility push(hidden)
+
 #define PM_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define PM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define PM_NOINLINE    __attribute__((noinline))
@@ -80,19 +84,21 @@ struct pm_pool_s {
     uint32_t        used;        /* blocks out; owner writes, stats read relaxed */
     uint32_t        block_size;
     pm_heap_t      *heap;        /* owner; fixed while any block is out */
-    uint64_t        recip;       /* ceil(2^40 / block_size): offset -> index without a divide */
+    uint64_t        divisor;     /* UINT64_MAX / block_size + 1: divisibility without a divide */
     uint8_t        *start;       /* first byte of block 0 */
     _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
+    uint32_t        limit;       /* capacity * block_size: offsets at or past it are not blocks */
     uint8_t         full;        /* off the heap's lists, waiting for a free */
-    uint8_t         size_class;
-    uint8_t         slots;       /* 0 while the slot is free */
-    uint8_t         _pad0[5];
+    uint8_t         _pad0[3];
     /* line 1: cold */
     pm_pool_t      *next, *prev; /* the heap's list for this class */
     uint32_t        carved;      /* blocks carved from the never-used tail so far */
     uint32_t        capacity;
-    uint8_t         _pad1[40];
+    uint8_t         size_class;
+    uint8_t         slots;       /* 0 while the slot is free */
+    uint8_t         _pad1[38];
 };
+_Static_assert(sizeof(pm_pool_t) == 2 * PM_CACHELINE, "a pool descriptor is two cache lines");
 
 struct pm_arena_s {
     uint64_t        slots_used;  /* bit i: slot i belongs to a pool (bit 0, the header, always) */
@@ -122,12 +128,15 @@ typedef struct {
 } pm_class_info_t;
 extern pm_class_info_t _pm_classes[PM_NCLASSES];
 void     _pm_classes_init(void);
-unsigned _pm_class_of_large(size_t size);   /* 512 < size <= PM_LARGE_MAX */
 
-/* Sizes 0..512 map to classes 0..31 by arithmetic alone (size 0 is served as 16 bytes). */
+/* Size -> class by arithmetic alone (no table to miss in the cache). Sizes 0..512 map to classes
+ * 0..31 (size 0 is served as 16 bytes); above, x = size-1 lies in [2^b, 2^(b+1)) and its two bits
+ * below the top one pick one of the four classes of that doubling. */
 PM_INLINE unsigned _pm_class_of(size_t size) {
     if (PM_LIKELY(size <= PM_SMALL_MAX)) return (unsigned)((size + (size == 0) - 1) >> 4);
-    return _pm_class_of_large(size);
+    size_t x = size - 1;
+    unsigned b = 63u - (unsigned)__builtin_clzll(x);
+    return 32 + (b - 9) * 4 + ((unsigned)(x >> (b - 2)) & 3);
 }
 
 /* ---- os.c: the only file that asks the kernel for memory ---------------------------------- */
@@ -186,10 +195,12 @@ PM_INLINE uint32_t _pm_pool_used_add(pm_pool_t *pool, uint32_t delta) {
     return used;
 }
 
+/* Is p the start of a block of this pool? off is a multiple of block_size exactly when
+ * off * ceil(2^64 / block_size) wraps to less than that constant (Lemire, Kaser and Kurz, "Faster
+ * remainder by direct computation", 2019; exact for every 32-bit off). */
 PM_INLINE bool _pm_pool_is_block_start(const pm_pool_t *pool, const void *p) {
     uintptr_t off = (uintptr_t)p - (uintptr_t)pool->start;
-    uint64_t idx = ((uint64_t)off * pool->recip) >> 40;
-    return off < (uintptr_t)pool->capacity * pool->block_size && idx * pool->block_size == off;
+    return off < pool->limit && (uint64_t)off * pool->divisor < pool->divisor;
 }
 
 /* ---- heap.c ------------------------------------------------------------------------------- */
@@ -267,4 +278,5 @@ PM_INLINE void _pm_init(void) {
     if (PM_UNLIKELY(!atomic_load_explicit(&_pm_initialized, memory_order_acquire))) _pm_init_slow();
 }
 
+#pragma GCC visibility pop
 #endif

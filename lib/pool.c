@@ -28,7 +28,7 @@ pm_pool_t _pm_pool_empty;
 void _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap) {
     pool->free = NULL;
     pool->heap = heap;
-    pool->recip = (((uint64_t)1 << 40) + pool->block_size - 1) / pool->block_size;
+    pool->divisor = UINT64_MAX / pool->block_size + 1;
     atomic_store_explicit(&pool->remote, 0, memory_order_relaxed);
     pool->full = 0;
     pool->next = pool->prev = NULL;

@@ -20,13 +20,6 @@ static size_t class_size(unsigned c) {
     return ((size_t)512 << group) / 4 * (5 + step);
 }
 
-unsigned _pm_class_of_large(size_t size) {
-    size_t x = size - 1;                                     /* x >= 512 */
-    unsigned b = 63u - (unsigned)__builtin_clzll(x);         /* 2^b <= x < 2^(b+1), b >= 9 */
-    unsigned step = (unsigned)(x >> (b - 2)) & 3;
-    return 32 + (b - 9) * 4 + step;
-}
-
 void _pm_classes_init(void) {
     for (unsigned c = 0; c < PM_NCLASSES; c++) {
         size_t size = class_size(c);
