@@ -8,7 +8,11 @@ set -euo pipefail
 want=(gcc make pkg-config libunwind-dev)
 case "${1:-build}" in
   build) ;;
-  check) want+=(libcriterion-dev python3 sqlite3 perl git coreutils) ;;
+  check)
+    want+=(libcriterion-dev python3 sqlite3 perl git coreutils)
+    # CPython's own regression tests, which tests/integration/t_python.sh runs under the preload
+    pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3.11)
+    want+=("libpython$pyver-testsuite") ;;
   bench) want+=(libcriterion-dev python3 sqlite3 libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 valgrind) ;;
   *) echo "usage: $0 build|check|bench" >&2; exit 2 ;;
 esac

@@ -66,6 +66,7 @@ pm_setup() {
     local why
     why=$(pm_check_so) || pm_fail "bad POOLMALLOC_SO: $why"
     mkdir -p "$PM_BUILD"
+    rm -rf "$PM_BUILD/logs/$PM_TEST_NAME.failed"    # outputs kept by an earlier failing run
     PM_TMP=$(mktemp -d "${TMPDIR:-/tmp}/pm-$PM_TEST_NAME.XXXXXX")
     if [ "${PM_KEEP_TMP:-0}" = 1 ]; then
         echo "scratch directory: $PM_TMP" >&2

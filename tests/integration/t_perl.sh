@@ -17,7 +17,7 @@ use Storable qw(dclone freeze thaw);
 use List::Util qw(sum max min shuffle reduce);
 
 my $seed = 12345;
-sub rnd { $seed = ($seed * 1103515245 + 12345) % 2147483648; return $seed; }   # own PRNG: same everywhere
+sub rnd { $seed = ($seed * 1103515245 + 12345) % 2147483648; return $seed >> 8; }   # own PRNG (high bits)
 sub word { my $n = 1 + rnd() % 12; join '', map { chr(97 + rnd() % 26) } 1 .. $n }
 
 my %out;

@@ -10,7 +10,7 @@ pm_setup
 
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=$(command -v python3 || true)
-[ -n "$PY" ] && [ -x "$PY" ] || pm_fail "python3 not found (scripts/install-deps.sh check installs it)"
+{ [ -n "$PY" ] && [ -x "$PY" ]; } || pm_fail "python3 not found (scripts/install-deps.sh check installs it)"
 echo "python: $PY ($("$PY" --version 2>&1))"
 
 export PYTHONMALLOC=malloc PYTHONHASHSEED=0 PYTHONDONTWRITEBYTECODE=1
@@ -18,8 +18,8 @@ pm_compare workload "$PY" "$PM_IDIR/workload.py"
 tail -n 1 "$PM_TMP/workload.glibc.out"
 
 # CPython's regression tests: only those whose modules are actually installed.
-wanted="test_list test_dict test_set test_unicode test_json test_re test_collections test_sort test_deque test_bytes"
-have=$("$PY" - $wanted <<'PYEOF' 2>/dev/null || true
+wanted=(test_list test_dict test_set test_unicode test_json test_re test_collections test_sort test_deque test_bytes)
+have=$("$PY" - "${wanted[@]}" <<'PYEOF' 2>/dev/null || true
 import importlib.util, sys
 ok = []
 for name in sys.argv[1:]:
@@ -32,16 +32,17 @@ print(" ".join(ok))
 PYEOF
 )
 if [ -z "$have" ]; then
-    pm_note "CPython's test suite is not installed (package libpython3.$("$PY" -c 'import sys; print(sys.version_info[1])')-testsuite): skipped $wanted"
+    pm_note "CPython's test suite is not installed (package libpython3.$("$PY" -c 'import sys; print(sys.version_info[1])')-testsuite): skipped ${wanted[*]}"
     exit 0
 fi
-missing=$(comm -23 <(tr ' ' '\n' <<<"$wanted" | sort) <(tr ' ' '\n' <<<"$have" | sort) | tr '\n' ' ')
+missing=$(comm -23 <(printf '%s\n' "${wanted[@]}" | sort) <(tr ' ' '\n' <<<"$have" | sort) | tr '\n' ' ')
 [ -z "$missing" ] || pm_note "CPython tests not installed, skipped: $missing"
 
 # The test runner prints timings, so compare only the exit status and the verdict lines.
 PM_ANY_RC=1
-pm_run glibc regrtest "$PY" -m test -q -j2 $have
-pm_run preload regrtest "$PY" -m test -q -j2 $have
+read -ra have_list <<<"$have"
+pm_run glibc regrtest "$PY" -m test -q -j2 "${have_list[@]}"
+pm_run preload regrtest "$PY" -m test -q -j2 "${have_list[@]}"
 for mode in glibc preload; do
     grep -E '^(Tests result|== Tests result|[0-9]+ tests? (OK|failed|skipped)|All [0-9]+ tests OK)' \
         "$PM_TMP/regrtest.$mode.out" | sed 's/ in [0-9.]* *[a-z]*\.*$//' >"$PM_TMP/verdict.$mode.out" || true

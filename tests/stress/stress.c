@@ -10,12 +10,17 @@
  * array. Each operation picks a slot and one of:
  *   alloc     free what the slot holds, then allocate a new block with malloc, calloc,
  *             posix_memalign, aligned_alloc, memalign or valloc
- *   realloc   realloc what the slot holds (or realloc(NULL, n) if the slot is empty)
+ *   realloc   realloc what the slot holds (or realloc(NULL, n) if the slot is empty); 40% of
+ *             the time to a size near the current one (grow/shrink in place), sometimes through
+ *             reallocarray
  *   free      free what the slot holds
  *   transfer  swap the slot with a random entry of a shared transfer array (atomic exchange), so
  *             blocks are freed / realloc'ed by threads other than the one that allocated them,
  *             including threads started long after the allocating thread exited.
- * Sizes: mostly 1..512 bytes, some up to 64 KiB, rare ones up to 4 MiB (and a few 0-byte ones).
+ * Sizes: mostly 1..512 bytes, some up to 64 KiB, rare ones up to 4 MiB, a few 0-byte ones, and
+ * 1% taken from a list of size-class / slot / arena boundaries. Rarely a thread calls
+ * malloc_trim(0) while the others run. A quarter of the frees go through C23 free_sized /
+ * free_aligned_sized when the allocator exports them (looked up with dlsym; glibc 2.36 has not).
  *
  * Every block gets a cookie pattern derived from (address, size, seed, serial) written over its
  * whole usable size (for blocks above 256 KiB: the first and last 4 KiB plus 64 bytes of every
@@ -36,6 +41,7 @@
  * fails). Neither is set by tests/integration: poolmalloc must pass the strict checks.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
@@ -169,13 +175,15 @@ static atomic_ulong g_ops_alloc, g_ops_realloc, g_ops_free, g_ops_transfer, g_by
 static atomic_ulong g_kind[K_COUNT], g_big, g_huge, g_threads;
 /* scheduling-dependent counters */
 static atomic_ulong g_created, g_freed, g_remote_frees, g_remote_reallocs, g_moved, g_verified;
+static atomic_ulong g_sized_frees, g_trims;
 
 typedef struct {
     uint32_t id;            /* logical thread id: slot + threads * generation */
     /* local counters */
     unsigned long ops_alloc, ops_realloc, ops_free, ops_transfer, bytes_alloc, big, huge;
     unsigned long kind[K_COUNT];
-    unsigned long created, freed, remote_frees, remote_reallocs, moved, verified;
+    unsigned long created, freed, remote_frees, remote_reallocs, moved, verified, sized_frees;
+    unsigned long trims;
     uint64_t serial;
 } worker_t;
 
@@ -219,10 +227,18 @@ static void fill_block(blk_t *b) {
     for_regions(b->p, b->usable, b->usable, b->base, fill_adapter);
 }
 
-/* size distribution: mostly small, some medium, rare huge, a few zero */
+/* sizes on and around size-class, pool, slot and arena boundaries */
+static const size_t boundary_sizes[] = {
+    0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 48, 496, 511, 512, 513, 639, 640, 641, 768, 1023, 1024,
+    1025, 4095, 4096, 4097, 16384, 40960, 65535, 65536, 65537, 81920, 131072, 262144, 524288,
+    786432, 1048575, 1048576, 1048577, 2097152, 4190208, 4194304, 4194305 };
+#define N_BOUNDARY (sizeof boundary_sizes / sizeof boundary_sizes[0])
+
+/* size distribution: mostly small, some medium, rare huge, a few zero, 1% boundary sizes */
 static size_t pick_size(uint64_t r, worker_t *w) {
     unsigned sel = (unsigned)(r % 1000);
     r /= 1000;
+    if (sel >= 990) return boundary_sizes[r % N_BOUNDARY];
     if (sel < 2) { w->huge++; return ((size_t)64 << 10) + (size_t)(r % ((4u << 20) - (64u << 10) + 1)); }
     if (sel < 80) { w->big++; return 513 + (size_t)(r % ((64u << 10) - 512)); }
     if (sel < 83) return 0;
@@ -241,10 +257,23 @@ static blk_t *new_desc(worker_t *w) {
     return b;
 }
 
+/* C23 free_sized / free_aligned_sized, if the allocator has them (glibc 2.36 does not) */
+static void (*p_free_sized)(void *, size_t);
+static void (*p_free_aligned_sized)(void *, size_t, size_t);
+
 static void release(worker_t *w, blk_t *b, const char *where) {
     verify_block(w, b, where);
     if (b->owner != w->id) w->remote_frees++;
-    free(b->p);
+    unsigned how = (unsigned)(b->base >> 7) & 3;      /* a quarter of the frees use the sized form */
+    if (how == 0 && p_free_sized && (b->kind == K_MALLOC || b->kind == K_CALLOC || b->kind == K_REALLOC)) {
+        p_free_sized(b->p, b->size);
+        w->sized_frees++;
+    } else if (how == 0 && p_free_aligned_sized && b->kind == K_ALIGNED_ALLOC) {
+        p_free_aligned_sized(b->p, b->align, b->size);
+        w->sized_frees++;
+    } else {
+        free(b->p);
+    }
     b->magic = 0;
     free(b);
     w->freed++;
@@ -311,10 +340,19 @@ static blk_t *allocate(worker_t *w, uint64_t r_size, uint64_t r_kind) {
     return b;
 }
 
-static blk_t *do_realloc(worker_t *w, blk_t *b, uint64_t r_size) {
+static blk_t *do_realloc(worker_t *w, blk_t *b, uint64_t r_size, uint64_t r_kind) {
     size_t n = pick_size(r_size, w);
     w->ops_realloc++;
     w->kind[K_REALLOC]++;
+    if (b && r_kind % 10 < 4) {               /* 40%: resize relative to the current size */
+        uint64_t r = r_kind / 10;
+        switch (r % 4) {
+        case 0: case 1: n = b->size + (size_t)(r / 4 % 129);           break; /* grow a bit */
+        case 2: n = b->size > 64 ? b->size - (size_t)(r / 4 % 64) : b->size; break; /* shrink a bit */
+        default: n = (r / 4) % 2 ? b->size * 2 : b->size / 2;           break;
+        }
+        if (n > ((size_t)8 << 20)) n = (size_t)8 << 20;
+    }
     if (n == 0) n = 1;                        /* realloc(p, 0) is implementation-defined */
     if (!b) {
         b = new_desc(w);
@@ -331,7 +369,7 @@ static blk_t *do_realloc(worker_t *w, blk_t *b, uint64_t r_size) {
     if (b->owner != w->id) w->remote_reallocs++;
     blk_t old = *b;
     uintptr_t old_addr = (uintptr_t)old.p;     /* printed only: the old pointer may be dead */
-    unsigned char *q = realloc(b->p, n);
+    unsigned char *q = (r_size >> 60) == 0 ? reallocarray(b->p, n, 1) : realloc(b->p, n);
     if (!q) fail("realloc(%#" PRIxPTR ", %zu) returned NULL (old size %zu, thread %u)", old_addr,
                  n, old.size, w->id);
     if ((uintptr_t)q != old_addr) w->moved++;
@@ -367,11 +405,15 @@ static void *worker_main(void *arg) {
         uint64_t r_slot = rnd(&rng), r_op = rnd(&rng), r_size = rnd(&rng), r_kind = rnd(&rng);
         size_t s = (size_t)(r_slot % nslots);
         unsigned op = (unsigned)(r_op % 100);
+        if ((r_slot >> 32) % 40000 == 0) {    /* rarely: give free memory back, while others run */
+            malloc_trim(0);
+            w->trims++;
+        }
         if (op < 45) {
             if (slots[s]) release(w, slots[s], "free before alloc");
             slots[s] = allocate(w, r_size, r_kind);
         } else if (op < 60) {
-            slots[s] = do_realloc(w, slots[s], r_size);
+            slots[s] = do_realloc(w, slots[s], r_size, r_kind);
         } else if (op < 85) {
             w->ops_free++;
             if (slots[s]) { release(w, slots[s], "free"); slots[s] = NULL; }
@@ -411,6 +453,8 @@ static void *worker_main(void *arg) {
     atomic_fetch_add(&g_remote_reallocs, w->remote_reallocs);
     atomic_fetch_add(&g_moved, w->moved);
     atomic_fetch_add(&g_verified, w->verified);
+    atomic_fetch_add(&g_sized_frees, w->sized_frees);
+    atomic_fetch_add(&g_trims, w->trims);
     atomic_fetch_add(&g_threads, 1);
     return NULL;
 }
@@ -446,6 +490,15 @@ static void edge_cases(void) {
     for (int i = 0; i < 100; i++)
         if (q[i] != 0x5a) fail("failed realloc changed the original block at offset %d", i);
     free(q);
+    q = malloc(16);
+    if (!q) fail("malloc(16) returned NULL");
+    errno = 0;
+    volatile size_t many = SIZE_MAX / 8;
+    void *(*volatile reallocarray_fn)(void *, size_t, size_t) = reallocarray;
+    big = reallocarray_fn(q, many, 16);
+    if (big) fail("reallocarray(p, SIZE_MAX/8, 16) (overflow) returned %p, expected NULL", big);
+    if (errno != ENOMEM) fail("reallocarray overflow set errno %d, expected ENOMEM", errno);
+    free(q);
     /* malloc(0) may return NULL or a unique pointer that can be freed */
     void *z1 = malloc(0), *z2 = malloc(0);
     if (z1 && z1 == z2) fail("two live malloc(0) returned the same pointer %p", z1);
@@ -473,6 +526,8 @@ int main(int argc, char **argv) {
         }
     }
 
+    *(void **)&p_free_sized = dlsym(RTLD_DEFAULT, "free_sized");
+    *(void **)&p_free_aligned_sized = dlsym(RTLD_DEFAULT, "free_aligned_sized");
     const char *se = getenv("STRESS_SKIP_EDGE");
     if (!(se && *se && strcmp(se, "0") != 0)) edge_cases();
 
@@ -519,6 +574,7 @@ int main(int argc, char **argv) {
     atomic_fetch_add(&g_freed, mainw.freed);
     atomic_fetch_add(&g_remote_frees, mainw.remote_frees);
     atomic_fetch_add(&g_verified, mainw.verified);
+    atomic_fetch_add(&g_sized_frees, mainw.sized_frees);
 
     if (ld(&g_created) != ld(&g_freed))
         fail("accounting: %lu blocks created but %lu freed", ld(&g_created), ld(&g_freed));
@@ -528,15 +584,16 @@ int main(int argc, char **argv) {
 
     printf("stress: threads=%d rounds=%d scale=%d seed=%" PRIu64 " lifetimes=%lu alloc=%lu "
            "realloc=%lu free=%lu transfer=%lu bytes=%lu big=%lu huge=%lu malloc=%lu calloc=%lu "
-           "posix_memalign=%lu aligned_alloc=%lu memalign=%lu valloc=%lu leaked=0 OK\n",
+           "posix_memalign=%lu aligned_alloc=%lu memalign=%lu valloc=%lu trims=%lu leaked=0 OK\n",
            opt_threads, opt_rounds, opt_scale, opt_seed, ld(&g_threads), ld(&g_ops_alloc),
            ld(&g_ops_realloc), ld(&g_ops_free), ld(&g_ops_transfer), ld(&g_bytes_alloc),
            ld(&g_big), ld(&g_huge), ld(&g_kind[K_MALLOC]), ld(&g_kind[K_CALLOC]),
            ld(&g_kind[K_POSIX_MEMALIGN]), ld(&g_kind[K_ALIGNED_ALLOC]), ld(&g_kind[K_MEMALIGN]),
-           ld(&g_kind[K_VALLOC]));
+           ld(&g_kind[K_VALLOC]), ld(&g_trims));
     fprintf(stderr, "stress: info: blocks=%lu cross-thread frees=%lu cross-thread reallocs=%lu "
-            "reallocs moved=%lu verifications=%lu\n", ld(&g_created), ld(&g_remote_frees),
-            ld(&g_remote_reallocs), ld(&g_moved), ld(&g_verified));
+            "reallocs moved=%lu verifications=%lu sized frees=%lu%s\n", ld(&g_created),
+            ld(&g_remote_frees), ld(&g_remote_reallocs), ld(&g_moved), ld(&g_verified),
+            ld(&g_sized_frees), p_free_sized ? "" : " (no free_sized)");
     fflush(stdout);
     return 0;
 }

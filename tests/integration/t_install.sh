@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# t_install: `make install PREFIX=...` into a scratch prefix, then a program linked explicitly
+# three ways (pkg-config and the shared library, the static archive, and plain glibc for the
+# reference) must print the same thing; the two poolmalloc builds must also see their own
+# statistics (pm_stats_get), which proves malloc is really ours in them.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+pm_setup
+
+prefix="$PM_TMP/prefix"
+make -C "$PM_ROOT" --no-print-directory -s install PREFIX="$prefix" >"$PM_TMP/install.log" 2>&1 ||
+    pm_fail "make install failed: $(pm_last_err "$PM_TMP/install.log")"
+for f in lib/libpoolmalloc.so lib/libpoolmalloc.a include/poolmalloc.h lib/pkgconfig/poolmalloc.pc bin/pm-demo; do
+    [ -e "$prefix/$f" ] || pm_fail "make install did not install $f"
+done
+
+cat >"$PM_TMP/app.c" <<'C'
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef WITH_POOLMALLOC
+#include <poolmalloc.h>
+#endif
+int main(void) {
+    char *words[1000];
+    size_t total = 0;
+    for (int i = 0; i < 1000; i++) {
+        words[i] = malloc((size_t)i * 17 + 1);
+        memset(words[i], 'a' + i % 26, (size_t)i * 17);
+        words[i][i * 17] = 0;
+        total += strlen(words[i]);
+    }
+    printf("total %zu\n", total);
+#ifdef WITH_POOLMALLOC
+    pm_stats_t s;
+    pm_stats_get(&s);
+    if (s.in_use < total) { fprintf(stderr, "pm_stats_get sees only %zu bytes\n", s.in_use); return 1; }
+#endif
+    for (int i = 0; i < 1000; i++) free(words[i]);
+    return 0;
+}
+C
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+cc=${CC:-cc}
+# shellcheck disable=SC2046
+$cc -O2 -DWITH_POOLMALLOC "$PM_TMP/app.c" $(pkg-config --cflags --libs poolmalloc) \
+    -Wl,-rpath,"$prefix/lib" -o "$PM_TMP/app_shared" 2>"$PM_TMP/cc.err" || pm_fail "cannot link with pkg-config: $(pm_last_err "$PM_TMP/cc.err")"
+$cc -O2 -DWITH_POOLMALLOC -I"$prefix/include" "$PM_TMP/app.c" "$prefix/lib/libpoolmalloc.a" -lpthread \
+    -o "$PM_TMP/app_static" 2>"$PM_TMP/cc.err" || pm_fail "cannot link the static archive: $(pm_last_err "$PM_TMP/cc.err")"
+$cc -O2 "$PM_TMP/app.c" -o "$PM_TMP/app_glibc"
+
+want=$("$PM_TMP/app_glibc")
+for kind in shared static; do
+    got=$("$PM_TMP/app_$kind" 2>"$PM_TMP/$kind.err") || pm_fail "the $kind build failed: $(pm_last_err "$PM_TMP/$kind.err")"
+    [ "$got" = "$want" ] || pm_fail "the $kind build printed '$got', glibc's '$want'"
+done
+ldd "$PM_TMP/app_shared" | grep -q "$prefix/lib/libpoolmalloc.so" || pm_fail "app_shared does not load the installed library"
+echo "ok: installed, linked with pkg-config and statically: $want"
