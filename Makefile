@@ -11,7 +11,7 @@ WARN    := -Wall -Wextra -Wshadow -Wundef -Wmissing-prototypes -Wstrict-prototyp
 CFLAGS_LIB := -std=gnu11 $(OPT) -g -fPIC -fvisibility=hidden -ftls-model=initial-exec \
               -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc -fno-builtin-free \
               $(WARN) -Iinclude -Ilib $(EXTRA_CFLAGS)
-LDLIBS_LIB := -lpthread
+LDLIBS_LIB := -lunwind -lm -lpthread
 
 SRCS    := $(wildcard lib/*.c)
 OBJS    := $(SRCS:lib/%.c=$(BUILD)/obj/%.o)
@@ -51,7 +51,7 @@ $(BUILD)/libpoolmalloc.a: $(OBJS)
 $(BUILD)/tests/unit: $(UNIT_SRCS) tests/unit/helpers.h $(BUILD)/libpoolmalloc.a
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g $(TEST_CFLAGS) $(EXTRA_CFLAGS) -Iinclude -Ilib -Itests/unit \
-	    $(UNIT_SRCS) -o $@ $(BUILD)/libpoolmalloc.a -lcriterion -lpthread
+	    $(UNIT_SRCS) -o $@ $(BUILD)/libpoolmalloc.a -lcriterion $(LDLIBS_LIB)
 
 unit: deps-check $(BUILD)/tests/unit
 	$(BUILD)/tests/unit --jobs 2
@@ -66,7 +66,7 @@ ubsan:
 	UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/ubsan/tests/unit --jobs 2
 $(BUILD)/tests/api_stress: $(SAN_TEST) $(BUILD)/libpoolmalloc.a
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 -O1 -g $(WARN) $(EXTRA_CFLAGS) -Iinclude $(SAN_TEST) -o $@ $(BUILD)/libpoolmalloc.a -lpthread
+	$(CC) -std=gnu11 -O1 -g $(WARN) $(EXTRA_CFLAGS) -Iinclude $(SAN_TEST) -o $@ $(BUILD)/libpoolmalloc.a $(LDLIBS_LIB)
 asan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT=-O1 \
 	    EXTRA_CFLAGS="-DPM_NO_OVERRIDE -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \

@@ -41,6 +41,16 @@ typedef struct {
 } pm_stats_t;
 void   pm_stats_get(pm_stats_t *out);
 
+/* Read or change a setting, shaped like jemalloc's mallctl. Names: "opt.<option>" (any
+ * POOLMALLOC_CONF option, as text), "sample.rate" (size_t), "stats.live_bytes",
+ * "stats.mapped_bytes", "stats.resident_bytes" (size_t, read-only), "report.dump" (write anything:
+ * dump the configured formats now; read: the paths written), "report.seq" (size_t, read-only).
+ * Returns 0 or an errno value (ENOENT, EINVAL, EPERM, ERANGE). */
+int    pm_ctl(const char *name, void *oldp, size_t *oldlenp, const void *newp, size_t newlen);
+
+/* Write a heap report to fd now: format "text", "json", "pprof" or "folded". 0 or an errno. */
+int    pm_report(int fd, const char *format);
+
 #ifdef __cplusplus
 }
 #endif

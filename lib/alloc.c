@@ -8,23 +8,34 @@
 
 uintptr_t _pm_free_key;
 
-static void *alloc_class(unsigned c) {
-    pm_heap_t *heap = _pm_heap_tls;
-    pm_pool_t *pool = heap->avail[c];
-    pm_block_t *block = pool->free;
-    if (PM_LIKELY(block != NULL)) {
-        pool->free = block->next;
-        block->mark = 0;
-        _pm_pool_used_add(pool, 1);
-        return block;
+/* Every allocation that the fast path does not finish comes through here: the first call of a
+ * thread, an empty free list, a sampled allocation, a huge or aligned request. `c` is the class,
+ * or PM_NCLASSES for a huge block. `counted`: the fast path already counted size for the sampler.
+ * `ra` is the caller's return address, where the sampled stack starts. */
+static void *allocate(size_t size, unsigned c, size_t align, bool counted, bool zero, void *ra) {
+    _pm_init();
+    pm_heap_t *heap = _pm_heap_get();
+    bool sampled = false;
+    if (heap) {
+        if (!counted) heap->sample_left -= (int64_t)size;
+        if (heap->sample_left < 0 || heap->sample_epoch != atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed))
+            sampled = _pm_sample_arm(heap);
     }
-    return _pm_heap_alloc_slow(heap, c);
+    void *p;
+    if (c < PM_NCLASSES) {
+        if (heap) p = _pm_heap_alloc(heap, c);
+        else if (_pm_thread_is_dead()) p = _pm_orphan_alloc(c);
+        else { errno = ENOMEM; p = NULL; }
+    } else {
+        p = _pm_huge_alloc(size, align, zero);
+    }
+    if (p && sampled) _pm_sample_record(p, size, ra);
+    return p;
 }
 
-void *_pm_malloc_slow(size_t size) {
-    if (size <= PM_LARGE_MAX) return _pm_heap_alloc_slow(_pm_heap_tls, _pm_class_of(size));
-    _pm_init();
-    return _pm_huge_alloc(size, PM_ALIGN, false);
+void *_pm_malloc_slow(size_t size, bool counted) {
+    unsigned c = size <= PM_LARGE_MAX ? _pm_class_of(size) : PM_NCLASSES;
+    return allocate(size, c, PM_ALIGN, counted, false, __builtin_return_address(0));
 }
 
 void _pm_invalid_free(const char *func, const void *p, const char *why) {
@@ -41,27 +52,49 @@ static pm_pool_t *checked_pool(const char *func, void *p) {
     return pool;
 }
 
+/* A sampled block leaves the sampler's table before anyone can allocate it again. */
+static void forget_if_sampled(pm_pool_t *pool, void *p) {
+    if ((__atomic_load_n(&pool->flags, __ATOMIC_RELAXED) & PM_POOL_SAMPLED) && _pm_pool_sample_unmark(pool, p))
+        _pm_sample_forget(p);
+}
+
+static void free_huge(const char *func, void *p) {
+    bool sampled = false;
+    if (_pm_huge_usable(p, &sampled) == 0)
+        _pm_invalid_free(func, p, "invalid pointer (not allocated by poolmalloc)");
+    if (sampled) _pm_sample_forget(p);
+    _pm_huge_free(p);
+}
+
+/* A free the fast path did not finish: another thread's block, a huge block, NULL or an error. */
 void _pm_free_slow(void *p) {
     if (p == NULL) return;
     int saved = errno;
     if (_pm_is_arena_ptr(p)) {
         pm_pool_t *pool = checked_pool("free", p);
+        forget_if_sampled(pool, p);
         pm_block_t *block = p;
         block->mark = _pm_free_key ^ (uintptr_t)p;
         _pm_heap_free_remote(pool, block);
-    } else if (!_pm_huge_free(p)) {
-        _pm_invalid_free("free", p, "invalid pointer (not allocated by poolmalloc)");
+    } else {
+        free_huge("free", p);
     }
+    errno = saved;
+}
+
+/* A local free into a pool with a flag set, or that just became empty. */
+void _pm_free_local_slow(pm_heap_t *heap, pm_pool_t *pool, void *block) {
+    int saved = errno;
+    if (pool->flags & PM_POOL_SAMPLED) forget_if_sampled(pool, block);
+    _pm_heap_free_slow(heap, pool);
     errno = saved;
 }
 
 void *_pm_calloc(size_t n, size_t size) {
     size_t total;
     if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return NULL; }
-    if (total > PM_LARGE_MAX) {
-        _pm_init();
-        return _pm_huge_alloc(total, PM_ALIGN, true);   /* fresh mapping: already zero */
-    }
+    if (total > PM_LARGE_MAX)     /* a fresh mapping: already zero */
+        return allocate(total, PM_NCLASSES, PM_ALIGN, false, true, __builtin_return_address(0));
     void *p = _pm_malloc(total);
     if (p) memset(p, 0, total);
     return p;
@@ -70,7 +103,7 @@ void *_pm_calloc(size_t n, size_t size) {
 size_t _pm_usable_size(const void *p) {
     if (p == NULL) return 0;
     if (_pm_is_arena_ptr(p)) return checked_pool("malloc_usable_size", (void *)p)->block_size;
-    size_t n = _pm_huge_usable(p);
+    size_t n = _pm_huge_usable(p, NULL);
     if (n == 0) _pm_invalid_free("malloc_usable_size", p, "invalid pointer (not allocated by poolmalloc)");
     return n;
 }
@@ -85,13 +118,15 @@ void *_pm_realloc(void *p, size_t size) {
         old = checked_pool("realloc", p)->block_size;
         if (size <= old && (size > old / 2 || old <= PM_SMALL_MAX / 2)) return p;
     } else {
+        bool sampled = false;
+        old = _pm_huge_usable(p, &sampled);
+        if (old == 0) _pm_invalid_free("realloc", p, "invalid pointer (not allocated by poolmalloc)");
         if (size > PM_LARGE_MAX) {
             bool is_huge;
+            if (sampled) _pm_sample_forget(p);      /* its record would name the old size */
             void *q = _pm_huge_realloc(p, size, &is_huge);
             if (is_huge) return q;
         }
-        old = _pm_huge_usable(p);
-        if (old == 0) _pm_invalid_free("realloc", p, "invalid pointer (not allocated by poolmalloc)");
     }
     void *q = _pm_malloc(size);
     if (q == NULL) return NULL;
@@ -105,10 +140,11 @@ void *_pm_realloc(void *p, size_t size) {
 void *_pm_memalign(size_t align, size_t size) {
     if (align <= PM_ALIGN) return _pm_malloc(size);
     _pm_init();
+    void *ra = __builtin_return_address(0);
     if (size < align) size = align;
     if (align <= PM_POOL_ALIGN_MAX && size <= PM_LARGE_MAX) {
         for (unsigned c = _pm_class_of(size); c < PM_NCLASSES; c++)
-            if (_pm_classes[c].size % align == 0) return alloc_class(c);
+            if (_pm_classes[c].size % align == 0) return allocate(size, c, align, false, false, ra);
     }
-    return _pm_huge_alloc(size, align, false);
+    return allocate(size, PM_NCLASSES, align, false, false, ra);
 }

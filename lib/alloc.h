@@ -1,14 +1,17 @@
 /* alloc.h: the malloc and free fast paths, inline, each with one exit to a noinline slow path.
  *
  * malloc, for a size of at most 1 MiB: size -> class by arithmetic, the thread's heap from
- * initial-exec TLS, the class's current pool, pop its free list. Everything else (an empty free
- * list, the first call of a thread, huge sizes) leaves through _pm_malloc_slow.
+ * initial-exec TLS, the class's current pool, pop its free list. The sampler costs one subtraction
+ * and one branch: the heap counts down the bytes left until the next sampled allocation. Everything
+ * else (an empty free list, a sample, the first call of a thread, huge sizes) leaves through
+ * _pm_malloc_slow.
  *
  * free: one load of the arena map proves the pointer is in one of our arenas; the pool descriptor
  * comes from the arena header; the block must be on a block boundary (one multiply, no
  * divide) and must not carry the free mark (else: double free). A block of another thread's
  * pool, a huge block, NULL, or anything suspicious leaves through _pm_free_slow, which either
- * frees it remotely or reports the error and aborts.
+ * frees it remotely or reports the error and aborts. A pool with a flag set (full, or holding a
+ * sampled block) takes the slow path after the block is freed.
  *
  * Cost, counted with callgrind on bench/fastpath (x86-64, gcc -O2): see README "Performance".
  */
@@ -22,13 +25,14 @@ PM_INLINE void *_pm_malloc(size_t size) {
         pm_pool_t *pool = heap->avail[_pm_class_of(size)];
         pm_block_t *block = pool->free;
         if (PM_LIKELY(block != NULL)) {
+            if (PM_UNLIKELY((heap->sample_left -= (int64_t)size) < 0)) return _pm_malloc_slow(size, true);
             pool->free = block->next;
             block->mark = 0;
             _pm_pool_used_add(pool, 1);
             return block;
         }
     }
-    return _pm_malloc_slow(size);
+    return _pm_malloc_slow(size, false);
 }
 
 PM_INLINE void _pm_free(void *p) {
@@ -41,7 +45,8 @@ PM_INLINE void _pm_free(void *p) {
             block->next = pool->free;
             block->mark = mark;
             pool->free = block;
-            if (PM_UNLIKELY(_pm_pool_used_add(pool, (uint32_t)-1) == 0 || pool->full)) _pm_heap_free_slow(heap, pool);
+            if (PM_UNLIKELY(_pm_pool_used_add(pool, (uint32_t)-1) == 0 || pool->flags))
+                _pm_free_local_slow(heap, pool, block);
             return;
         }
     }

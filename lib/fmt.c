@@ -26,8 +26,12 @@ void _pm_out_flush(pm_out_t *o) {
     o->len = 0;
 }
 
+/* With fd < 0 the buffer is a string: what does not fit is dropped. */
 static void put(pm_out_t *o, char c) {
-    if (o->len == o->cap) _pm_out_flush(o);
+    if (o->len == o->cap) {
+        if (o->fd < 0) return;
+        _pm_out_flush(o);
+    }
     o->buf[o->len++] = c;
 }
 

@@ -75,14 +75,20 @@ static void list_remove(pm_heap_t *heap, pm_pool_t *pool) {
 
 static void release_pool(pm_heap_t *heap, pm_pool_t *pool) {
     list_remove(heap, pool);
+    if (pool->sampled_bits) _pm_pool_sample_release(pool);
     _pm_arena_pool_release(pool);
 }
 
-/* After blocks went back to `pool` (locally, or drained): a full pool returns to its list, and an
- * empty pool returns to its arena unless it is the class's current pool and a single slot (kept, so
- * that a loop allocating and freeing one block does not take the arena lock each time). */
+/* After blocks went back to `pool` (locally, or from the delayed list): the SAMPLED flag goes once
+ * no sampled block is left, a full pool returns to its list, and an empty pool returns to its arena
+ * unless it is the class's current pool and a single slot (kept, so that a loop allocating and
+ * freeing one block does not take the arena lock each time). */
 void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool) {
-    if (pool->full) {
+    if (pool->flags & PM_POOL_SAMPLED) {
+        if (atomic_load_explicit(&pool->sampled, memory_order_relaxed) == 0)
+            __atomic_store_n(&pool->flags, pool->flags & ~PM_POOL_SAMPLED, __ATOMIC_RELAXED);
+    }
+    if (pool->flags & PM_POOL_FULL) {
         _pm_pool_clear_notify(pool);
         list_insert_second(heap, pool);
     }
@@ -99,7 +105,7 @@ static void process_delayed(pm_heap_t *heap) {
         b->next = pool->free;
         pool->free = b;
         _pm_pool_used_add(pool, (uint32_t)-1);
-        _pm_heap_free_slow(heap, pool);
+        _pm_heap_free_slow(heap, pool);      /* the remote freer already forgot a sampled block */
         b = next;
     }
 }
@@ -130,7 +136,7 @@ static void *pop(pm_pool_t *pool) {
     return b;
 }
 
-static void *heap_alloc(pm_heap_t *heap, unsigned c) {
+void *_pm_heap_alloc(pm_heap_t *heap, unsigned c) {
     if (atomic_load_explicit(&heap->delayed, memory_order_relaxed)) process_delayed(heap);
     pm_pool_t *pool;
     while ((pool = heap->avail[c]) != &_pm_pool_empty) {
@@ -138,7 +144,7 @@ static void *heap_alloc(pm_heap_t *heap, unsigned c) {
         if (_pm_pool_mark_full(pool)) list_remove(heap, pool);
     }
     pool = _pm_arena_pool_acquire(c);
-    if (pool == NULL) return NULL;
+    if (pool == NULL) { errno = ENOMEM; return NULL; }
     _pm_pool_init(pool, heap);
     list_push_front(heap, pool);
     _pm_pool_refill(pool);
@@ -156,6 +162,8 @@ static pm_heap_t *heap_new(void) {
     pm_heap_t *heap = (pm_heap_t *)slab_next;
     slab_next += size;
     for (unsigned c = 0; c < PM_NCLASSES; c++) heap->avail[c] = &_pm_pool_empty;
+    heap->sample_left = 0;                  /* the first allocation arms the sampler */
+    heap->rng = _pm_os_random() ^ (uintptr_t)heap;
     heap->all_next = all_heaps;
     all_heaps = heap;
     nheaps++;
@@ -190,7 +198,9 @@ pm_heap_t *_pm_heap_get(void) {
     return heap;
 }
 
-static void *orphan_alloc(unsigned c) {
+bool _pm_thread_is_dead(void) { return tls_dead; }
+
+void *_pm_orphan_alloc(unsigned c) {
     pthread_mutex_lock(&orphan_lock);
     if (orphan_heap == NULL) {
         pthread_mutex_lock(&heap_lock);
@@ -202,19 +212,9 @@ static void *orphan_alloc(unsigned c) {
         /* every free into the orphan's pools was remote: take them back first */
         for (pm_pool_t *pool = orphan_heap->avail[c]; pool && pool != &_pm_pool_empty; pool = pool->next)
             _pm_pool_drain_remote(pool);
-        p = heap_alloc(orphan_heap, c);
+        p = _pm_heap_alloc(orphan_heap, c);
     }
     pthread_mutex_unlock(&orphan_lock);
-    if (p == NULL) errno = ENOMEM;
-    return p;
-}
-
-void *_pm_heap_alloc_slow(pm_heap_t *heap, unsigned c) {
-    if (heap->is_static) {
-        heap = _pm_heap_get();
-        if (heap == NULL) return tls_dead ? orphan_alloc(c) : (errno = ENOMEM, NULL);
-    }
-    void *p = heap_alloc(heap, c);
     if (p == NULL) errno = ENOMEM;
     return p;
 }

@@ -16,7 +16,8 @@
 typedef struct {
     uintptr_t ptr;        /* 0: empty */
     size_t    map_size;   /* bytes mapped, page multiple */
-    size_t    size;       /* bytes requested */
+    size_t    size : 63;  /* bytes requested */
+    size_t    sampled : 1;/* the sampler has a record of it */
 } huge_entry_t;
 
 static pthread_mutex_t huge_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -87,7 +88,7 @@ void *_pm_huge_alloc(size_t size, size_t align, bool zero) {
         errno = ENOMEM;
         return NULL;
     }
-    put(table, table_cap, (huge_entry_t){ (uintptr_t)p, map_size, size });
+    put(table, table_cap, (huge_entry_t){ (uintptr_t)p, map_size, size, 0 });
     table_count++;
     bytes_requested += size;
     bytes_mapped += map_size;
@@ -109,12 +110,20 @@ bool _pm_huge_free(void *p) {
     return true;
 }
 
-size_t _pm_huge_usable(const void *p) {
+size_t _pm_huge_usable(const void *p, bool *sampled) {
     pthread_mutex_lock(&huge_lock);
     huge_entry_t *e = find((uintptr_t)p);
     size_t n = e ? e->map_size : 0;
+    if (e && sampled) *sampled = e->sampled;
     pthread_mutex_unlock(&huge_lock);
     return n;
+}
+
+void _pm_huge_set_sampled(void *p) {
+    pthread_mutex_lock(&huge_lock);
+    huge_entry_t *e = find((uintptr_t)p);
+    if (e) e->sampled = 1;
+    pthread_mutex_unlock(&huge_lock);
 }
 
 /* Resize a huge block to another huge size: in place when the page count is unchanged, otherwise
@@ -132,7 +141,7 @@ void *_pm_huge_realloc(void *p, size_t size, bool *is_huge) {
         q = _pm_os_remap(p, old_map, map_size);
         if (q == NULL) { pthread_mutex_unlock(&huge_lock); return NULL; }
     }
-    huge_entry_t moved = { (uintptr_t)q, map_size, size };
+    huge_entry_t moved = { (uintptr_t)q, map_size, size, 0 };   /* the caller forgot its sample */
     bytes_requested += size - e->size;
     bytes_mapped += map_size - old_map;
     erase(e);

@@ -67,6 +67,13 @@ struct pm_block_s {
     uintptr_t   mark;
 };
 
+/* pool->flags. Either bit sends a local free to the slow path (one test on the fast path).
+ *   FULL     the pool is off its heap's lists, waiting for a free
+ *   SAMPLED  some live block of the pool is sampled: frees must check the pool's sample bitmap.
+ *            Set by the owner when it samples a block; cleared by the owner once `sampled` is 0. */
+#define PM_POOL_FULL    1u
+#define PM_POOL_SAMPLED 2u
+
 /* The low bit of pool->remote: set by the owner when the pool is full and off its heap's lists.
  * The next remote free then clears it and routes its block to the heap's delayed list, so the
  * owner learns that the pool has space again (mimalloc's "delayed free"). */
@@ -88,7 +95,7 @@ struct pm_pool_s {
     uint8_t        *start;       /* first byte of block 0 */
     _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
     uint32_t        limit;       /* capacity * block_size: offsets at or past it are not blocks */
-    uint8_t         full;        /* off the heap's lists, waiting for a free */
+    uint8_t         flags;       /* PM_POOL_FULL | PM_POOL_SAMPLED; owner writes (relaxed atomic) */
     uint8_t         _pad0[3];
     /* line 1: cold */
     pm_pool_t      *next, *prev; /* the heap's list for this class */
@@ -96,7 +103,10 @@ struct pm_pool_s {
     uint32_t        capacity;
     uint8_t         size_class;
     uint8_t         slots;       /* 0 while the slot is free */
-    uint8_t         _pad1[38];
+    uint8_t         _pad1[2];
+    _Atomic uint32_t sampled;    /* sampled blocks live in this pool (sample.c) */
+    _Atomic uint64_t *sampled_bits; /* one bit per block: sampled and live; NULL until needed */
+    uint8_t         _pad2[24];
 };
 _Static_assert(sizeof(pm_pool_t) == 2 * PM_CACHELINE, "a pool descriptor is two cache lines");
 
@@ -113,6 +123,10 @@ struct pm_arena_s {
 
 struct pm_heap_s {
     pm_pool_t      *avail[PM_NCLASSES]; /* pools with free blocks; &_pm_pool_empty when none */
+    int64_t         sample_left;        /* bytes until the next sampled allocation (sample.c) */
+    uint32_t        sample_epoch;       /* _pm_sample_epoch when sample_left was drawn */
+    bool            sampling;           /* inside the sampler: do not sample again */
+    uint64_t        rng;                /* the sampler's per-heap random state */
     _Atomic(pm_block_t *) delayed;      /* blocks freed remotely into full pools */
     pm_heap_t      *all_next;           /* every heap (under the heap lock) */
     pm_heap_t      *abandoned_next;     /* the abandoned stack (under the heap lock) */
@@ -146,6 +160,7 @@ int    _pm_os_unmap(void *p, size_t size);         /* 0 or errno */
 int    _pm_os_decommit(void *p, size_t size);      /* pages read back as zero, RSS falls */
 void  *_pm_os_remap(void *p, size_t old_size, size_t new_size); /* may move; NULL on failure */
 size_t _pm_os_page_size(void);
+size_t _pm_os_mapped(size_t *peak);               /* bytes mapped through this file now, and the peak */
 uint64_t _pm_os_random(void);
 void   _pm_os_fail_next_maps(int n);               /* test hook: fail the next n mappings */
 long   _pm_os_resident_bytes(void);                /* from /proc/self/statm; -1 if unknown */
@@ -185,6 +200,12 @@ size_t _pm_pool_drain_remote(pm_pool_t *pool);
 bool   _pm_pool_mark_full(pm_pool_t *pool);/* false if a remote free arrived meanwhile */
 void   _pm_pool_clear_notify(pm_pool_t *pool);
 bool   _pm_pool_check(const pm_pool_t *pool);
+bool   _pm_pool_sample_mark(pm_pool_t *pool, const void *p);   /* owner; false if out of memory */
+bool   _pm_pool_sample_unmark(pm_pool_t *pool, const void *p); /* any thread; was p marked? */
+void   _pm_pool_sample_release(pm_pool_t *pool);               /* the pool is empty */
+void   _pm_pool_fork_prepare(void);
+void   _pm_pool_fork_parent(void);
+void   _pm_pool_fork_child(void);
 uint32_t _pm_pool_free_count(const pm_pool_t *pool); /* owner only */
 
 /* `used` is written by the pool's owner only, but statistics walks read it from other threads:
@@ -207,8 +228,10 @@ PM_INLINE bool _pm_pool_is_block_start(const pm_pool_t *pool, const void *p) {
 extern pm_heap_t _pm_heap_empty;
 extern __thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec")));
 pm_heap_t *_pm_heap_get(void);            /* the thread's heap, acquiring one if needed */
-void *_pm_heap_alloc_slow(pm_heap_t *heap, unsigned size_class);
-void  _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool); /* after a local free: full/empty */
+void *_pm_heap_alloc(pm_heap_t *heap, unsigned size_class);   /* a real heap; NULL + ENOMEM */
+void *_pm_orphan_alloc(unsigned size_class);                   /* for threads past their exit */
+bool  _pm_thread_is_dead(void);
+void  _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool); /* after a local free: flags, empty */
 void  _pm_heap_free_remote(pm_pool_t *pool, pm_block_t *block);
 void  _pm_heap_collect_all(void);         /* drain delayed frees of every heap we can take */
 void  _pm_heaps_init(void);
@@ -220,7 +243,8 @@ size_t _pm_heap_count(size_t *abandoned);
 /* ---- huge.c ------------------------------------------------------------------------------- */
 void  *_pm_huge_alloc(size_t size, size_t align, bool zero);
 bool   _pm_huge_free(void *p);            /* false if p is not a huge block */
-size_t _pm_huge_usable(const void *p);    /* 0 if p is not a huge block */
+size_t _pm_huge_usable(const void *p, bool *sampled); /* 0 if p is not a huge block */
+void   _pm_huge_set_sampled(void *p);
 void  *_pm_huge_realloc(void *p, size_t size, bool *is_huge);
 typedef struct { size_t count, requested, mapped; } pm_huge_counts_t;
 void   _pm_huge_counts(pm_huge_counts_t *out);
@@ -230,8 +254,9 @@ void   _pm_huge_fork_child(void);
 
 /* ---- alloc.c (the inline fast paths _pm_malloc and _pm_free are in alloc.h) ----------------- */
 extern uintptr_t _pm_free_key;            /* random: the free mark of block b is key ^ b */
-void  *_pm_malloc_slow(size_t size);
+void  *_pm_malloc_slow(size_t size, bool counted); /* counted: the fast path already counted size */
 void   _pm_free_slow(void *p);
+void   _pm_free_local_slow(pm_heap_t *heap, pm_pool_t *pool, void *block); /* a pool flag or empty */
 void  *_pm_calloc(size_t n, size_t size);
 void  *_pm_realloc(void *p, size_t size);
 void  *_pm_memalign(size_t align, size_t size);
@@ -239,15 +264,30 @@ size_t _pm_usable_size(const void *p);
 void   _pm_invalid_free(const char *func, const void *p, const char *why);
 
 /* ---- options.c ---------------------------------------------------------------------------- */
+enum { PM_FMT_TEXT = 1, PM_FMT_JSON = 2, PM_FMT_PPROF = 4, PM_FMT_FOLDED = 8, PM_FMT_ALL = 15 };
 typedef struct {
-    bool stats;       /* print statistics at exit */
-    bool verbose;     /* say more about what happens */
-    size_t purge;     /* decommit all free pool slots at once when this many bytes are dirty */
-    size_t purge_delay; /* ms: decommit a free pool slot this long after it was freed */
+    bool   stats;          /* print statistics at exit */
+    bool   verbose;        /* say what happens (report files written) */
+    size_t purge;          /* decommit all free pool slots at once when this many bytes are dirty */
+    size_t purge_delay;    /* ms: decommit a free pool slot this long after it was freed */
+    size_t sample;         /* mean bytes between sampled allocations; 0: off; 1: every one */
+    int    signal;         /* dump reports on this signal; 0: off */
+    char   dir[256];       /* where report files go */
+    char   prefix[64];     /* report file names: <dir>/<prefix>.<pid>.<seq>.<ext> */
+    unsigned formats;      /* PM_FMT_* */
+    bool   at_exit;        /* dump once more at exit */
+    bool   leaks;          /* at exit, list sampled blocks still live, by site */
+    size_t interval;       /* dump every this many bytes allocated (estimated by sampling); 0: off */
+    unsigned given;        /* bit i: table entry i was set explicitly */
 } pm_options_t;
 extern pm_options_t _pm_options;
 void _pm_options_init(void);
 int  _pm_options_parse(const char *conf, pm_options_t *out); /* returns the number of warnings */
+void _pm_options_finish(pm_options_t *o);   /* defaults that depend on what was given */
+bool _pm_options_reports(const pm_options_t *o); /* was any report option given? */
+int  _pm_options_set(pm_options_t *o, const char *name, const char *value); /* 0 or EINVAL/ENOENT */
+int  _pm_options_get(const pm_options_t *o, const char *name, char *buf, size_t cap); /* 0 or ENOENT */
+int  _pm_signal_number(const char *s, size_t n);  /* "USR1", "SIGUSR2", "12", "off" (0); -1: bad */
 
 /* ---- stats.c ------------------------------------------------------------------------------ */
 typedef struct {
@@ -262,6 +302,49 @@ typedef struct {
 } pm_stats_snapshot_t;
 void _pm_stats_snapshot(pm_stats_snapshot_t *out);
 void _pm_stats_print(int fd);
+
+/* ---- sample.c: allocation-site sampling --------------------------------------------------- */
+#define PM_MAX_FRAMES 48
+extern _Atomic uint32_t _pm_sample_epoch;     /* bumped when the rate changes */
+bool   _pm_sample_arm(pm_heap_t *heap);      /* sample_left < 0 or a new epoch: is this one sampled? */
+void   _pm_sample_record(void *p, size_t size, void *ra);  /* p: just allocated from this thread's heap */
+void   _pm_sample_forget(void *p);           /* p, a sampled block, is being freed */
+void   _pm_sample_set_rate(size_t rate);
+size_t _pm_sample_rate(void);
+double _pm_sample_weight(size_t size, size_t rate);          /* 1 / P(an allocation of size is sampled) */
+void   _pm_sample_fork_prepare(void);
+void   _pm_sample_fork_parent(void);
+void   _pm_sample_fork_child(void);
+/* A copy of the site table for the report writers, made under the sampler's lock. */
+typedef struct {
+    uint64_t live_count, live_bytes;          /* sampled blocks still live (raw) */
+    double   live_est_count, live_est_bytes;  /* the same, unbiased estimates */
+    uint64_t alloc_count, alloc_bytes;        /* every sampled allocation (raw) */
+    double   alloc_est_count, alloc_est_bytes;
+    uint32_t nframes;
+    void    *frames[PM_MAX_FRAMES];           /* return addresses, innermost first */
+} pm_site_t;
+typedef struct {
+    size_t      nsites, cap;
+    size_t      rate;
+    pm_site_t  *sites;                        /* its own mapping: release with _pm_sites_free */
+} pm_sites_t;
+int  _pm_sites_snapshot(pm_sites_t *out);    /* 0 or ENOMEM */
+void _pm_sites_free(pm_sites_t *s);
+
+/* ---- report.c: the report formats, written to an fd without malloc in the allocator ---------- */
+int  _pm_report_write(int fd, unsigned format, unsigned seq);   /* PM_FMT_* (one); 0 or errno */
+const char *_pm_report_ext(unsigned format);
+void _pm_report_leaks(int fd);
+
+/* ---- reporter.c: the signal, the pipe, the reporter thread, the files ------------------------ */
+void _pm_reporter_start(void);               /* after init, when reports are configured */
+void _pm_reporter_trigger(void);             /* async-signal-safe: ask for a dump */
+void _pm_reporter_at_exit(void);
+void _pm_reporter_count(size_t est_bytes);   /* sampled bytes, for `interval` */
+int  _pm_reporter_dump_now(char *paths, size_t cap);  /* synchronous dump; 0 or errno */
+void _pm_reporter_fork_child(void);
+size_t _pm_reporter_seq(void);
 
 /* ---- fmt.c: formatting into a fixed buffer, never malloc ---------------------------------- */
 typedef struct { char *buf; size_t cap, len; int fd; } pm_out_t;

@@ -13,6 +13,18 @@
 #include <unistd.h>
 
 static _Atomic int fail_next_maps;   /* fault injection for tests (Lua's debug_realloc idea) */
+static _Atomic size_t mapped_now, mapped_peak;   /* every byte poolmalloc has mapped */
+
+static void count_mapped(size_t add, size_t sub) {
+    size_t now = atomic_fetch_add(&mapped_now, add - sub) + add - sub;
+    size_t peak = atomic_load_explicit(&mapped_peak, memory_order_relaxed);
+    while (now > peak && !atomic_compare_exchange_weak(&mapped_peak, &peak, now)) {}
+}
+
+size_t _pm_os_mapped(size_t *peak) {
+    if (peak) *peak = atomic_load(&mapped_peak);
+    return atomic_load(&mapped_now);
+}
 
 void _pm_os_fail_next_maps(int n) { atomic_store(&fail_next_maps, n); }
 
@@ -29,6 +41,7 @@ void *_pm_os_map(size_t size) {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                    -1, 0);
     if (p == MAP_FAILED) { errno = ENOMEM; return NULL; }
+    count_mapped(size, 0);
     return p;
 }
 
@@ -38,18 +51,22 @@ void *_pm_os_map(size_t size) {
 void *_pm_os_map_aligned(size_t size, size_t align) {
     void *p = _pm_os_map(size);
     if (p == NULL || ((uintptr_t)p & (align - 1)) == 0) return p;
-    munmap(p, size);
+    _pm_os_unmap(p, size);
     if (size + align < size) { errno = ENOMEM; return NULL; }
     uint8_t *raw = _pm_os_map(size + align);
     if (raw == NULL) return NULL;
     uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
     size_t head = (size_t)(aligned - raw), tail = align - head;
-    if (head) munmap(raw, head);
-    if (tail) munmap(aligned + size, tail);
+    if (head) _pm_os_unmap(raw, head);
+    if (tail) _pm_os_unmap(aligned + size, tail);
     return aligned;
 }
 
-int _pm_os_unmap(void *p, size_t size) { return munmap(p, size) == 0 ? 0 : errno; }
+int _pm_os_unmap(void *p, size_t size) {
+    if (munmap(p, size) != 0) return errno;
+    count_mapped(0, size);
+    return 0;
+}
 
 int _pm_os_decommit(void *p, size_t size) {
     /* MADV_DONTNEED, not MADV_FREE: RSS falls at once, which is what a user watching `top`
@@ -61,6 +78,7 @@ void *_pm_os_remap(void *p, size_t old_size, size_t new_size) {
     if (injected_failure()) { errno = ENOMEM; return NULL; }
     void *q = mremap(p, old_size, new_size, MREMAP_MAYMOVE);
     if (q == MAP_FAILED) { errno = ENOMEM; return NULL; }
+    count_mapped(new_size, old_size);
     return q;
 }
 

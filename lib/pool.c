@@ -30,7 +30,7 @@ void _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap) {
     pool->heap = heap;
     pool->divisor = UINT64_MAX / pool->block_size + 1;
     atomic_store_explicit(&pool->remote, 0, memory_order_relaxed);
-    pool->full = 0;
+    __atomic_store_n(&pool->flags, 0, __ATOMIC_RELAXED);
     pool->next = pool->prev = NULL;
     pool->carved = 0;
 }
@@ -82,13 +82,13 @@ bool _pm_pool_mark_full(pm_pool_t *pool) {
     if (!atomic_compare_exchange_strong_explicit(&pool->remote, &expected, PM_REMOTE_NOTIFY,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return false;
-    pool->full = 1;
+    __atomic_store_n(&pool->flags, pool->flags | PM_POOL_FULL, __ATOMIC_RELAXED);
     return true;
 }
 
 void _pm_pool_clear_notify(pm_pool_t *pool) {
     atomic_fetch_and_explicit(&pool->remote, ~PM_REMOTE_NOTIFY, memory_order_acq_rel);
-    pool->full = 0;
+    __atomic_store_n(&pool->flags, pool->flags & ~PM_POOL_FULL, __ATOMIC_RELAXED);
 }
 
 uint32_t _pm_pool_free_count(const pm_pool_t *pool) {
@@ -108,4 +108,72 @@ bool _pm_pool_check(const pm_pool_t *pool) {
         if (b->mark != free_mark(b)) return false;
     }
     return pool->used + n + (pool->capacity - pool->carved) == pool->capacity;
+}
+
+/* ---- the sample bitmap: which blocks of the pool are sampled and live ----
+ * One bit per block, 512 bytes for the largest capacity (4096 blocks), taken from a small slab of
+ * its own when a pool first holds a sampled block and given back when the pool is released. The
+ * owner sets bits, any thread clears them (atomically); `sampled` counts the set bits. */
+
+#define BITMAP_BYTES 512
+#define BITMAP_SLAB  ((size_t)64 << 10)
+static pthread_mutex_t bitmap_lock = PTHREAD_MUTEX_INITIALIZER;
+static void *bitmap_free_list;
+static uint8_t *bitmap_next, *bitmap_end;
+
+_Static_assert(PM_SLOT_SIZE / 16 <= BITMAP_BYTES * 8, "a bitmap covers every block of a pool");
+
+static size_t block_index(const pm_pool_t *pool, const void *p) {
+    uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
+    return (size_t)(((unsigned __int128)off * pool->divisor) >> 64);   /* off / block_size, exactly */
+}
+
+bool _pm_pool_sample_mark(pm_pool_t *pool, const void *p) {
+    _Atomic uint64_t *bits = pool->sampled_bits;
+    if (bits == NULL) {
+        pthread_mutex_lock(&bitmap_lock);
+        if (bitmap_free_list) {
+            bits = bitmap_free_list;
+            bitmap_free_list = *(void **)bitmap_free_list;
+        } else {
+            if (bitmap_next == NULL || bitmap_next + BITMAP_BYTES > bitmap_end) {
+                bitmap_next = _pm_os_map(BITMAP_SLAB);
+                bitmap_end = bitmap_next ? bitmap_next + BITMAP_SLAB : NULL;
+            }
+            if (bitmap_next) { bits = (_Atomic uint64_t *)bitmap_next; bitmap_next += BITMAP_BYTES; }
+        }
+        pthread_mutex_unlock(&bitmap_lock);
+        if (bits == NULL) return false;
+        for (size_t i = 0; i < BITMAP_BYTES / 8; i++) atomic_store_explicit(&bits[i], 0, memory_order_relaxed);
+        __atomic_store_n(&pool->sampled_bits, bits, __ATOMIC_RELEASE);
+    }
+    size_t i = block_index(pool, p);
+    atomic_fetch_or_explicit(&bits[i / 64], (uint64_t)1 << (i % 64), memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->sampled, 1, memory_order_relaxed);
+    __atomic_store_n(&pool->flags, pool->flags | PM_POOL_SAMPLED, __ATOMIC_RELAXED);
+    return true;
+}
+
+bool _pm_pool_sample_unmark(pm_pool_t *pool, const void *p) {
+    _Atomic uint64_t *bits = __atomic_load_n(&pool->sampled_bits, __ATOMIC_ACQUIRE);
+    if (bits == NULL) return false;
+    size_t i = block_index(pool, p);
+    uint64_t bit = (uint64_t)1 << (i % 64);
+    if (!(atomic_fetch_and_explicit(&bits[i / 64], ~bit, memory_order_relaxed) & bit)) return false;
+    atomic_fetch_sub_explicit(&pool->sampled, 1, memory_order_relaxed);
+    return true;
+}
+
+void _pm_pool_fork_prepare(void) { pthread_mutex_lock(&bitmap_lock); }
+void _pm_pool_fork_parent(void) { pthread_mutex_unlock(&bitmap_lock); }
+void _pm_pool_fork_child(void) { pthread_mutex_init(&bitmap_lock, NULL); }
+
+void _pm_pool_sample_release(pm_pool_t *pool) {
+    void *bits = (void *)pool->sampled_bits;
+    pool->sampled_bits = NULL;
+    atomic_store_explicit(&pool->sampled, 0, memory_order_relaxed);
+    pthread_mutex_lock(&bitmap_lock);
+    *(void **)bits = bitmap_free_list;
+    bitmap_free_list = bits;
+    pthread_mutex_unlock(&bitmap_lock);
 }
