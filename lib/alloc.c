@@ -19,7 +19,7 @@ static void *allocate(size_t size, unsigned c, size_t align, bool counted, bool 
     if (heap) {
         if (!counted) heap->sample_left -= (int64_t)size;
         if (heap->sample_left < 0 || heap->sample_epoch != atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed))
-            sampled = _pm_sample_arm(heap);
+            sampled = _pm_sample_arm(heap, size);
     }
     void *p;
     if (c < PM_NCLASSES) {

@@ -306,7 +306,7 @@ void _pm_stats_print(int fd);
 /* ---- sample.c: allocation-site sampling --------------------------------------------------- */
 #define PM_MAX_FRAMES 48
 extern _Atomic uint32_t _pm_sample_epoch;     /* bumped when the rate changes */
-bool   _pm_sample_arm(pm_heap_t *heap);      /* sample_left < 0 or a new epoch: is this one sampled? */
+bool   _pm_sample_arm(pm_heap_t *heap, size_t size); /* sample_left < 0 or a new epoch: sample this one? */
 void   _pm_sample_record(void *p, size_t size, void *ra);  /* p: just allocated from this thread's heap */
 void   _pm_sample_forget(void *p);           /* p, a sampled block, is being freed */
 void   _pm_sample_set_rate(size_t rate);

@@ -86,16 +86,16 @@ double _pm_sample_weight(size_t size, size_t rate) {
  * when the epoch changes, which is how a rate set at run time reaches every thread. */
 #define IDLE_DISTANCE ((int64_t)1 << 30)
 
-bool _pm_sample_arm(pm_heap_t *heap) {
+bool _pm_sample_arm(pm_heap_t *heap, size_t size) {
     uint32_t epoch = atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed);
     size_t rate = _pm_sample_rate();
-    if (heap->sample_epoch != epoch) {           /* a new rate: start afresh, sample nothing yet */
+    int64_t left = heap->sample_left;            /* minus the bytes past the sample point */
+    if (heap->sample_epoch != epoch) {           /* a new rate: count from a fresh draw */
         heap->sample_epoch = epoch;
-        heap->sample_left = rate ? draw(heap, rate) : IDLE_DISTANCE;
-        return false;
+        left = (rate ? draw(heap, rate) : IDLE_DISTANCE) - (int64_t)size;
+        if (left >= 0 || rate == 0) { heap->sample_left = rate ? left : IDLE_DISTANCE; return false; }
     }
     if (rate == 0) { heap->sample_left = IDLE_DISTANCE; return false; }
-    int64_t left = heap->sample_left;            /* minus the bytes past the sample point */
     do left += draw(heap, rate); while (left < 0);
     heap->sample_left = left;
     return !heap->sampling;

@@ -58,3 +58,57 @@ Test(options, stats_report_has_the_class_table_and_balances) {
     cr_assert(strstr(msg, "   35     1024 "), "class 35 (1024 bytes) is listed: %s", msg);
     cr_assert(strstr(msg, "(balanced)"), "%s", msg);
 }
+
+Test(options, report_options_turn_on_sampling_and_the_signal) {
+    pm_options_t o = defaults();
+    cr_assert_eq(_pm_options_parse("formats:json+pprof,dir:/var/tmp,prefix:svc", &o), 0);
+    _pm_options_finish(&o);
+    cr_assert_eq(o.formats, PM_FMT_JSON | PM_FMT_PPROF);
+    cr_assert_eq(o.sample, 512u << 10);
+    cr_assert_eq(o.signal, SIGUSR1);
+    cr_assert_str_eq(o.dir, "/var/tmp");
+    cr_assert_str_eq(o.prefix, "svc");
+
+    pm_options_t quiet = defaults();
+    cr_assert_eq(_pm_options_parse("stats:true,signal:off", &quiet), 0);
+    _pm_options_finish(&quiet);
+    cr_assert_eq(quiet.sample, 0, "no report option, no sampling");
+    cr_assert_eq(quiet.signal, 0);
+
+    pm_options_t all = defaults();
+    cr_assert_eq(_pm_options_parse("sample:1,signal:SIGUSR2,formats:all,at_exit:true,leaks:on,interval:1g", &all), 0);
+    _pm_options_finish(&all);
+    cr_assert_eq(all.sample, 1);
+    cr_assert_eq(all.signal, SIGUSR2);
+    cr_assert_eq(all.formats, PM_FMT_ALL);
+    cr_assert(all.at_exit && all.leaks);
+    cr_assert_eq(all.interval, (size_t)1 << 30);
+    cr_assert_eq(all.dir[0], 0, "defaults() has no dir: nothing was given");
+}
+
+Test(options, signals_by_name_and_number) {
+    cr_assert_eq(_pm_signal_number("USR1", 4), SIGUSR1);
+    cr_assert_eq(_pm_signal_number("sigusr2", 7), SIGUSR2);
+    cr_assert_eq(_pm_signal_number("12", 2), 12);
+    cr_assert_eq(_pm_signal_number("off", 3), 0);
+    cr_assert_eq(_pm_signal_number("RTMIN+3", 7), SIGRTMIN + 3);
+    cr_assert_eq(_pm_signal_number("KILL", 4), -1);
+    cr_assert_eq(_pm_signal_number("9", 1), -1, "SIGKILL cannot be caught");
+    cr_assert_eq(_pm_signal_number("11", 2), -1, "SIGSEGV is not a report trigger");
+    cr_assert_eq(_pm_signal_number("USR", 3), -1);
+}
+
+Test(options, bad_report_values_warn) {
+    struct { const char *conf; const char *says; } cases[] = {
+        { "formats:xml", "bad value 'xml' for 'formats'" },
+        { "formats:json+", "bad value 'json+' for 'formats'" },
+        { "signal:KILL", "bad value 'KILL' for 'signal'" },
+        { "dir:", "bad value '' for 'dir'" },
+        { "interval:often", "bad value 'often' for 'interval'" },
+    };
+    for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int st = run_in_child(parse_bad, (void *)cases[i].conf, msg, sizeof msg);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1, "%s", cases[i].conf);
+        cr_assert(strstr(msg, cases[i].says), "%s said: %s", cases[i].conf, msg);
+    }
+}
