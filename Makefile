@@ -98,7 +98,7 @@ install: all
 	install -m 644 $(BUILD)/libpoolmalloc.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/poolmalloc.h $(DESTDIR)$(PREFIX)/include/
 	for f in include/poolmalloc/*.h; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(PREFIX)/include/poolmalloc/ || true; done
-	install -m 755 tools/pm-demo $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 tools/pm-demo tools/pm-run tools/pm-report $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' poolmalloc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/poolmalloc.pc
 
 clean:

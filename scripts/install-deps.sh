@@ -10,6 +10,8 @@ case "${1:-build}" in
   build) ;;
   check)
     want+=(libcriterion-dev python3 sqlite3 perl git coreutils)
+    # google-pprof and jeprof, which must read our pprof reports
+    want+=(google-perftools libjemalloc-dev)
     # CPython's own regression tests, which tests/integration/t_python.sh runs under the preload
     pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3.11)
     want+=("libpython$pyver-testsuite") ;;

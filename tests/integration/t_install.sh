@@ -10,7 +10,7 @@ pm_setup
 prefix="$PM_TMP/prefix"
 make -C "$PM_ROOT" --no-print-directory -s install PREFIX="$prefix" >"$PM_TMP/install.log" 2>&1 ||
     pm_fail "make install failed: $(pm_last_err "$PM_TMP/install.log")"
-for f in lib/libpoolmalloc.so lib/libpoolmalloc.a include/poolmalloc.h lib/pkgconfig/poolmalloc.pc bin/pm-demo; do
+for f in lib/libpoolmalloc.so lib/libpoolmalloc.a include/poolmalloc.h lib/pkgconfig/poolmalloc.pc bin/pm-demo bin/pm-run bin/pm-report; do
     [ -e "$prefix/$f" ] || pm_fail "make install did not install $f"
 done
 
@@ -45,7 +45,8 @@ cc=${CC:-cc}
 # shellcheck disable=SC2046
 $cc -O2 -DWITH_POOLMALLOC "$PM_TMP/app.c" $(pkg-config --cflags --libs poolmalloc) \
     -Wl,-rpath,"$prefix/lib" -o "$PM_TMP/app_shared" 2>"$PM_TMP/cc.err" || pm_fail "cannot link with pkg-config: $(pm_last_err "$PM_TMP/cc.err")"
-$cc -O2 -DWITH_POOLMALLOC -I"$prefix/include" "$PM_TMP/app.c" "$prefix/lib/libpoolmalloc.a" -lpthread \
+# shellcheck disable=SC2046
+$cc -O2 -DWITH_POOLMALLOC "$PM_TMP/app.c" $(pkg-config --static --cflags --libs poolmalloc | sed 's/-lpoolmalloc/-l:libpoolmalloc.a/') \
     -o "$PM_TMP/app_static" 2>"$PM_TMP/cc.err" || pm_fail "cannot link the static archive: $(pm_last_err "$PM_TMP/cc.err")"
 $cc -O2 "$PM_TMP/app.c" -o "$PM_TMP/app_glibc"
 
@@ -55,4 +56,9 @@ for kind in shared static; do
     [ "$got" = "$want" ] || pm_fail "the $kind build printed '$got', glibc's '$want'"
 done
 ldd "$PM_TMP/app_shared" | grep -q "$prefix/lib/libpoolmalloc.so" || pm_fail "app_shared does not load the installed library"
+# the installed pm-run finds the installed library by itself
+( cd "$PM_TMP" && "$prefix/bin/pm-run" --formats json --at-exit --dir "$PM_TMP" --prefix inst -- "$PM_TMP/app_glibc" ) \
+    >"$PM_TMP/run.out" 2>"$PM_TMP/run.err" || pm_fail "installed pm-run failed: $(pm_last_err "$PM_TMP/run.err")"
+ls "$PM_TMP"/inst.*.1.json >/dev/null 2>&1 || pm_fail "installed pm-run wrote no report" "$(cat "$PM_TMP/run.err")"
+"$prefix/bin/pm-report" top "$PM_TMP"/inst.*.1.json >/dev/null || pm_fail "installed pm-report cannot read the report"
 echo "ok: installed, linked with pkg-config and statically: $want"

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# t_reports: heap reports from a preloaded program with known allocation sites.
+#   - a burst of SIGUSR1 while another thread churns gives a dump (no deadlock, no crash)
+#   - every format appears; the JSON parses and its estimates for the known sites land within 10%
+#     at the default sample rate (512k); its live total equals the allocator's
+#   - google-pprof and jeprof read the .heap file and name the sites
+#   - the folded file has the sites' stacks; pm-report top, diff and folded read the JSON, and diff
+#     names the site that grew between two dumps
+#   - leaks:true names the leaking site at exit
+# Not a glibc comparison: glibc has no reports. The program's own output is checked instead.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+pm_setup
+pm_build sites "$PM_IDIR/sites.c" -O1 -fno-omit-frame-pointer
+prog="$PM_BUILD/sites"
+out="$PM_TMP/out"; mkdir -p "$out"
+ctl="$PM_TMP/ctl"
+
+coproc RUN { LD_PRELOAD="$POOLMALLOC_SO" POOLMALLOC_CONF="formats:all,leaks:true,dir:$out,prefix:t" \
+             exec "$prog" "$ctl" 2>"$PM_TMP/stderr"; }
+pid=$RUN_PID
+read -r -t 60 line <&"${RUN[0]}" || pm_fail "the program did not start" "$(cat "$PM_TMP/stderr")"
+[ "$line" = "ready 1" ] || pm_fail "unexpected output: $line"
+
+for _ in $(seq 10); do kill -USR1 "$pid"; done            # a burst, while the churn thread runs
+wait_file() { for _ in $(seq 600); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
+first="$out/t.$pid.1.json"
+wait_file "$first" || pm_fail "no report after SIGUSR1" "$(ls -la "$out"; cat "$PM_TMP/stderr")"
+sleep 1                                                      # let the burst finish its dumps
+last=$(ls "$out"/t."$pid".*.json | sort -t. -k3 -n | tail -1)
+touch "$ctl.grow"
+read -r -t 60 line <&"${RUN[0]}" || pm_fail "the program did not reach phase 2"
+kill -USR1 "$pid"
+seq_before=$(basename "$last" | cut -d. -f3)
+grown="$out/t.$pid.$((seq_before + 1)).json"
+wait_file "$grown" || pm_fail "no report after the second SIGUSR1" "$(ls "$out")"
+sleep 0.5
+touch "$ctl.stop"
+read -r -t 60 line <&"${RUN[0]}" || true
+wait "$pid" || pm_fail "the program failed under the preload (status $?)" "$(tail -5 "$PM_TMP/stderr")"
+[ "$line" = "done" ] || pm_fail "the program did not finish: $line"
+
+for ext in txt json heap folded; do
+    [ -s "$out/t.$pid.1.$ext" ] || pm_fail "no .$ext report" "$(ls "$out")"
+done
+for f in "$out"/*; do
+    [ "$(stat -c %a "$f")" = 600 ] || pm_fail "$f has mode $(stat -c %a "$f"), want 600"
+done
+dumps=$(ls "$out"/t."$pid".*.json | wc -l)
+echo "dumps: $dumps (11 signals)"
+
+python3 - "$first" "$grown" <<'PY' || pm_fail "the JSON estimates are off" "$(cat "$PM_TMP/py.err" 2>/dev/null)"
+import json, sys
+first, grown = (json.load(open(p)) for p in sys.argv[1:3])
+def site(doc, name):
+    for s in doc["sites"]:
+        if any(f["symbol"].startswith(name + "+") for f in s["frames"]):
+            return s
+    raise SystemExit(f"no site through {name}")
+truth = {"site_small": (64 << 20) // 100 * 100, "site_large": (128 << 20) // (40 << 10) * (40 << 10)}
+for name, want in truth.items():
+    got = site(first, name)["live_bytes"]
+    print(f"{name}: estimated {got}, true {want}, error {100 * (got - want) / want:+.1f}%")
+    if abs(got - want) > 0.10 * want:
+        raise SystemExit(f"{name}: {got} is not within 10% of {want}")
+g = site(grown, "site_growth")["live_bytes"]
+want = (48 << 20) // 3000 * 3000
+print(f"site_growth: estimated {g}, true {want}, error {100 * (g - want) / want:+.1f}%")
+if abs(g - want) > 0.15 * want:
+    raise SystemExit("site_growth estimate off")
+t = first["totals"]
+assert t["live_bytes"] >= (192 << 20) and t["live_bytes"] < (210 << 20), t
+assert first["sample_rate"] == 524288
+PY
+
+for tool in google-pprof jeprof; do
+    command -v $tool >/dev/null || pm_fail "$tool is not installed (scripts/install-deps.sh check installs it)"
+    $tool --text "$prog" "$out/t.$pid.1.heap" >"$PM_TMP/$tool.out" 2>"$PM_TMP/$tool.err" ||
+        pm_fail "$tool cannot read the .heap file" "$(tail -5 "$PM_TMP/$tool.err")"
+    for name in site_small site_large; do
+        grep -q "$name" "$PM_TMP/$tool.out" || pm_fail "$tool does not name $name" "$(head -20 "$PM_TMP/$tool.out")"
+    done
+    grep -q "Adjusting heap profiles for 1-in-524288 sampling rate" "$PM_TMP/$tool.err" ||
+        pm_fail "$tool did not unbias by the sample rate" "$(cat "$PM_TMP/$tool.err")"
+    echo "$tool: $(grep -m1 '^Total' "$PM_TMP/$tool.out")"
+done
+
+grep -q ';site_small [0-9]' "$out/t.$pid.1.folded" || pm_fail "the folded stacks lack site_small" "$(head "$out/t.$pid.1.folded")"
+grep -q '^main;site_small\|;main;site_small' "$out/t.$pid.1.folded" || pm_fail "folded stacks are not outermost first"
+
+report="$PM_ROOT/tools/pm-report"
+"$report" top "$first" -n 3 >"$PM_TMP/top.out" || pm_fail "pm-report top failed"
+grep -q site_large "$PM_TMP/top.out" || pm_fail "pm-report top does not show site_large" "$(cat "$PM_TMP/top.out")"
+"$report" diff "$first" "$grown" -n 1 >"$PM_TMP/diff.out" || pm_fail "pm-report diff failed"
+grep -A2 '^#1 ' "$PM_TMP/diff.out" | grep -q site_growth || pm_fail "pm-report diff does not put site_growth first" "$(cat "$PM_TMP/diff.out")"
+"$report" folded "$first" | grep -q ';site_large [0-9]' || pm_fail "pm-report folded lacks site_large"
+
+grep -q "leaks at exit" "$PM_TMP/stderr" || pm_fail "no leak report at exit" "$(tail "$PM_TMP/stderr")"
+grep -A3 '^#1 ' "$PM_TMP/stderr" | grep -q site_leak || pm_fail "the leak report does not name site_leak first" "$(grep -A8 'leaks at exit' "$PM_TMP/stderr")"
+echo "ok: $(grep 'leaks at exit' "$PM_TMP/stderr")"
