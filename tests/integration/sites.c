@@ -1,8 +1,10 @@
 /* sites.c: a program with known allocation sites, for t_reports.sh.
  *
- *   phase 1: site_small keeps 64 MiB live in 100-byte blocks, site_large 128 MiB in 40 KiB blocks
+ *   phase 1: site_small keeps 512 MiB live in 100-byte blocks, site_large 1 GiB in 40 KiB blocks
+ *            (at the default rate of 1 sample per 512 KiB, about 1000 and 2000 samples: the
+ *            estimates' standard error is about 3% and 2%)
  *   "ready 1" on stdout, then a churn thread allocates and frees while the test sends signals
- *   phase 2 (when the file named by argv[1] + ".grow" exists): site_growth adds 48 MiB
+ *   phase 2 (when the file named by argv[1] + ".grow" exists): site_growth adds 256 MiB
  *   "ready 2"; exits when argv[1] + ".stop" exists, leaving site_leak's 16 MiB unfreed.
  * Every block is written, so the numbers are real memory. */
 #include <pthread.h>
@@ -45,7 +47,8 @@ static void wait_for(const char *base, const char *suffix) {
 
 int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: sites CONTROL-PATH\n"); return 2; }
-    enum { NSMALL = (64 << 20) / 100, NLARGE = (128 << 20) / (40 << 10), NGROW = (48 << 20) / 3000, NLEAK = (16 << 20) / 256 };
+    enum { NSMALL = (512 << 20) / 100, NLARGE = (1024 << 20) / (40 << 10), NGROW = (256 << 20) / 3000,
+           NLEAK = (16 << 20) / 256 };
     void **small = malloc(NSMALL * sizeof *small), **large = malloc(NLARGE * sizeof *large);
     void **grow = malloc(NGROW * sizeof *grow);
     for (int i = 0; i < NSMALL; i++) small[i] = site_small();
