@@ -88,6 +88,7 @@ demo: all deps-check
 
 bench: all deps-bench
 	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/run.sh
+	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/overhead.sh | tee -a $(BUILD)/bench/results.md
 
 debug:
 	$(MAKE) BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" all

@@ -25,7 +25,9 @@ PM_INLINE void *_pm_malloc(size_t size) {
         pm_pool_t *pool = heap->avail[_pm_class_of(size)];
         pm_block_t *block = pool->free;
         if (PM_LIKELY(block != NULL)) {
+#ifndef PM_NO_SAMPLE_COUNTDOWN   /* only for measuring what the countdown costs (bench/overhead.sh) */
             if (PM_UNLIKELY((heap->sample_left -= (int64_t)size) < 0)) return _pm_malloc_slow(size, true);
+#endif
             pool->free = block->next;
             block->mark = 0;
             _pm_pool_used_add(pool, 1);
