@@ -15,6 +15,7 @@
 #include "internal.h"
 
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -40,6 +41,32 @@ const char *_pm_report_ext(unsigned format) {
 
 /* ---- symbols, cached per report ---- */
 
+/* libunwind's ELF reader names the nearest symbol below an address without checking its size, so
+ * it is trusted only for objects that keep a full symbol table (.symtab: static functions too). */
+static bool has_symtab(const char *path) {
+    static struct { char path[200]; bool yes; } seen[16];
+    static unsigned next;
+    for (unsigned i = 0; i < 16; i++) if (strcmp(seen[i].path, path) == 0) return seen[i].yes;
+    bool yes = false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ElfW(Ehdr) eh;
+    if (fd >= 0 && pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 &&
+        eh.e_shentsize == sizeof(ElfW(Shdr))) {
+        for (unsigned i = 0; i < eh.e_shnum && !yes; i++) {
+            ElfW(Shdr) sh;
+            if (pread(fd, &sh, sizeof sh, (off_t)(eh.e_shoff + i * sizeof sh)) != (ssize_t)sizeof sh) break;
+            yes = sh.sh_type == SHT_SYMTAB;
+        }
+    }
+    if (fd >= 0) close(fd);
+    unsigned slot = next++ % 16;
+    size_t n = strnlen(path, sizeof seen[slot].path - 1);
+    memcpy(seen[slot].path, path, n);
+    seen[slot].path[n] = 0;
+    seen[slot].yes = yes;
+    return yes;
+}
+
 typedef struct { void *ip; char name[120]; char object[136]; } symbol_t;
 typedef struct { symbol_t *t; size_t cap; } symcache_t;
 
@@ -57,19 +84,28 @@ static const symbol_t *symbolize(symcache_t *c, void *ip) {
     pm_out_t o;
     _pm_out_init(&o, s->name, sizeof s->name - 1, -1);
     memset(&info, 0, sizeof info);
-    if (dladdr(at, &info) && info.dli_sname) {
+    const ElfW(Sym) *sym = NULL;
+    int found = dladdr1(at, &info, (void **)&sym, RTLD_DL_SYMENT);
+    /* dladdr names the nearest exported symbol below the address; a static function of a
+     * stripped binary would borrow its neighbour's name. Trust it only inside the symbol's size. */
+    if (found && info.dli_sname && (sym == NULL || sym->st_size == 0 ||
+                                    (uintptr_t)at - (uintptr_t)info.dli_saddr < sym->st_size)) {
         _pm_out_printf(&o, "%s+0x%lx", info.dli_sname, (unsigned long)((char *)ip - (char *)info.dli_saddr));
         named = true;
     } else {
         unw_accessors_t *acc = unw_get_accessors(unw_local_addr_space);
-        if (acc && acc->get_proc_name &&
+        if (found && info.dli_fname && has_symtab(info.dli_fname) && acc && acc->get_proc_name &&
             acc->get_proc_name(unw_local_addr_space, (unw_word_t)at, name, sizeof name, &off, NULL) == 0) {
             _pm_out_printf(&o, "%s+0x%lx", name, (unsigned long)off + 1);
             named = true;
         }
     }
-    if (!named) _pm_out_printf(&o, "%p", ip);
-    s->name[o.len < sizeof s->name ? o.len : sizeof s->name - 1] = 0;
+    if (!named && found && info.dli_fname) {             /* object+offset, as pprof prints it */
+        const char *base = strrchr(info.dli_fname, '/');
+        _pm_out_printf(&o, "%s+0x%lx", base ? base + 1 : info.dli_fname,
+                       (unsigned long)((char *)ip - (char *)info.dli_fbase));
+        named = true;
+    }
     const char *obj = info.dli_fname ? info.dli_fname : "";
     size_t n = strnlen(obj, sizeof s->object - 1);
     memcpy(s->object, obj, n);
