@@ -44,6 +44,7 @@ const char *_pm_report_ext(unsigned format) {
 /* libunwind's ELF reader names the nearest symbol below an address without checking its size, so
  * it is trusted only for objects that keep a full symbol table (.symtab: static functions too). */
 static bool has_symtab(const char *path) {
+    if (strchr(path, '/') == NULL) path = "/proc/self/exe";    /* the program, named by argv[0] */
     static struct { char path[200]; bool yes; } seen[16];
     static unsigned next;
     for (unsigned i = 0; i < 16; i++) if (strcmp(seen[i].path, path) == 0) return seen[i].yes;
