@@ -48,7 +48,7 @@ $(BUILD)/libpoolmalloc.a: $(OBJS)
 
 # ---- tests ---------------------------------------------------------------------------------
 # Unit tests link the static library, so the test binary (and Criterion inside it) runs on it.
-$(BUILD)/tests/unit: $(UNIT_SRCS) tests/unit/helpers.h $(BUILD)/libpoolmalloc.a
+$(BUILD)/tests/unit: $(UNIT_SRCS) $(wildcard tests/unit/*.h) examples/gc_listdict.c $(BUILD)/libpoolmalloc.a
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g $(TEST_CFLAGS) $(EXTRA_CFLAGS) -Iinclude -Ilib -Itests/unit \
 	    $(UNIT_SRCS) -o $@ $(BUILD)/libpoolmalloc.a -lcriterion $(LDLIBS_LIB)
@@ -58,24 +58,27 @@ unit: deps-check $(BUILD)/tests/unit
 
 # Sanitizer builds. UBSan does not replace malloc, so the whole unit suite runs on a UBSan build
 # of the library. ASan and TSan bring their own malloc: there the library is built without the
-# libc names (PM_NO_OVERRIDE) and a threaded stress test drives it through the pm_ API.
-SAN_TEST := tests/sanitize/api_stress.c
+# libc names (PM_NO_OVERRIDE) and threaded stress tests drive it through the pm_ API (api_stress)
+# and the collector through poolmalloc/gc.h (gc_stress: a collector per thread).
+SAN_TESTS := api_stress gc_stress
 ubsan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/ubsan OPT=-O1 \
 	    EXTRA_CFLAGS="-fsanitize=undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" $(BUILD)/ubsan/tests/unit
 	UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/ubsan/tests/unit --jobs 2
-$(BUILD)/tests/api_stress: $(SAN_TEST) $(BUILD)/libpoolmalloc.a
+$(BUILD)/tests/%_stress: tests/sanitize/%_stress.c $(BUILD)/libpoolmalloc.a
 	@mkdir -p $(@D)
-	$(CC) -std=gnu11 -O1 -g $(WARN) $(EXTRA_CFLAGS) -Iinclude $(SAN_TEST) -o $@ $(BUILD)/libpoolmalloc.a $(LDLIBS_LIB)
+	$(CC) -std=gnu11 -O1 -g $(WARN) $(EXTRA_CFLAGS) -Iinclude $< -o $@ $(BUILD)/libpoolmalloc.a $(LDLIBS_LIB)
 asan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT=-O1 \
 	    EXTRA_CFLAGS="-DPM_NO_OVERRIDE -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
-	    $(BUILD)/asan/tests/api_stress
+	    $(SAN_TESTS:%=$(BUILD)/asan/tests/%)
 	ASAN_OPTIONS=detect_leaks=0 $(BUILD)/asan/tests/api_stress 3 40000
+	ASAN_OPTIONS=detect_leaks=0 $(BUILD)/asan/tests/gc_stress 300000
 tsan:
 	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan OPT=-O1 EXTRA_CFLAGS="-DPM_NO_OVERRIDE -fsanitize=thread" \
-	    $(BUILD)/tsan/tests/api_stress
+	    $(SAN_TESTS:%=$(BUILD)/tsan/tests/%)
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/tsan/tests/api_stress 2 30000
+	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/tsan/tests/gc_stress 100000
 sanitize: deps-check ubsan asan tsan
 
 integration: all deps-check
@@ -89,6 +92,7 @@ demo: all deps-check
 bench: all deps-bench
 	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/run.sh
 	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/overhead.sh | tee -a $(BUILD)/bench/results.md
+	BUILD=$(BUILD) bash bench/gc/run.sh | tee -a $(BUILD)/bench/results.md
 
 debug:
 	$(MAKE) BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" all
@@ -98,7 +102,7 @@ install: all
 	install -m 755 $(BUILD)/libpoolmalloc.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 $(BUILD)/libpoolmalloc.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 include/poolmalloc.h $(DESTDIR)$(PREFIX)/include/
-	for f in include/poolmalloc/*.h; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(PREFIX)/include/poolmalloc/ || true; done
+	install -m 644 include/poolmalloc/*.h $(DESTDIR)$(PREFIX)/include/poolmalloc/
 	install -m 755 tools/pm-demo tools/pm-run tools/pm-report $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' poolmalloc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/poolmalloc.pc
 

@@ -17,7 +17,7 @@ static void *allocate(size_t size, unsigned c, size_t align, bool counted, bool 
     pm_heap_t *heap = _pm_heap_get();
     bool sampled = false;
     if (heap) {
-        if (!counted) heap->sample_left -= (int64_t)size;
+        if (!counted) heap->sample_left -= size < ((size_t)1 << 62) ? (int64_t)size : (int64_t)1 << 62;
         if (heap->sample_left < 0 || heap->sample_epoch != atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed))
             sampled = _pm_sample_arm(heap, size);
     }

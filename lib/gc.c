@@ -47,6 +47,11 @@ PM_INLINE void set_refs(pm_head_t *h, size_t refs) {
 }
 PM_INLINE bool is_collecting(const pm_head_t *h) { return (h->prev & PM_PREV_COLLECTING) != 0; }
 
+/* The collector's own reference, held around user code (finalize, clear). The object is alive
+ * (on one of our lists, refcount >= 1), so no misuse check is needed. */
+PM_INLINE void hold(pm_head_t *h) { h->refcount++; }
+PM_INLINE void release(pm_head_t *h) { if (--h->refcount == 0) _pm_object_dealloc(h); }
+
 /* ---- 1. update_refs ---------------------------------------------------------------------------
  * Before: `list` is a well-formed list. After: each object carries COLLECTING and
  * gc_refs = refcount; its prev link is lost (next links still walk the list). Returns the size. */
@@ -124,20 +129,30 @@ static void move_unreachable(pm_head_t *young, pm_head_t *unreachable) {
     unreachable->next &= ~PM_NEXT_UNREACHABLE;
 }
 
-/* After: `unreachable` is a plain list again (objects keep COLLECTING). Returns its size. */
-static size_t clear_unreachable_mask(pm_head_t *unreachable) {
-    size_t n = 0;
-    for (pm_head_t *h = (pm_head_t *)unreachable->next; h != unreachable; h = (pm_head_t *)h->next, n++)
+/* What the unreachable set needs beyond clear: steps 5 and 6 are skipped when no object has a
+ * weak reference or a finalizer to run (the common case), saving two walks of the set. */
+typedef struct { size_t count; bool weakrefs, finalizers; } unreachable_info_t;
+
+/* After: `unreachable` is a plain list again (objects keep COLLECTING). */
+static unreachable_info_t clear_unreachable_mask(pm_head_t *unreachable) {
+    unreachable_info_t info = { 0, false, false };
+    uintptr_t flags = 0;
+    for (pm_head_t *h = (pm_head_t *)unreachable->next; h != unreachable; h = (pm_head_t *)h->next, info.count++) {
         h->next &= ~PM_NEXT_UNREACHABLE;
-    return n;
+        flags |= h->prev;
+        if (PM_UNLIKELY(h->rec->finalize != NULL) && !(h->prev & PM_PREV_FINALIZED)) info.finalizers = true;
+    }
+    info.weakrefs = (flags & PM_PREV_WEAKREFS) != 0;
+    return info;
 }
 
-/* Steps 1-3 on one list: `unreachable` receives what nothing outside `young` reaches. */
-static size_t deduce_unreachable(pm_head_t *young, pm_head_t *unreachable, size_t *n_unreachable) {
+/* Steps 1-3 on one list: `unreachable` receives what nothing outside `young` reaches. Returns
+ * the size of `young` before. */
+static size_t deduce_unreachable(pm_head_t *young, pm_head_t *unreachable, unreachable_info_t *info) {
     size_t n = update_refs(young);
     subtract_refs(young);
     move_unreachable(young, unreachable);
-    *n_unreachable = clear_unreachable_mask(unreachable);
+    *info = clear_unreachable_mask(unreachable);
     return n;
 }
 
@@ -165,10 +180,9 @@ static size_t finalize_garbage(pm_head_t *unreachable) {
         _pm_list_move(h, &seen);
         if (h->rec->finalize != NULL && !(h->prev & PM_PREV_FINALIZED)) {
             h->prev |= PM_PREV_FINALIZED;
-            void *obj = _pm_object_of(h);
-            pm_incref(obj);
-            h->rec->finalize(obj);
-            pm_decref(obj);
+            hold(h);
+            h->rec->finalize(_pm_object_of(h));
+            release(h);
             ran++;
         }
     }
@@ -186,10 +200,10 @@ static size_t handle_resurrected(pm_head_t *unreachable, pm_head_t *still, pm_he
         _pm_list_merge(unreachable, still);
         return n_unreachable;
     }
-    size_t n_still;
-    deduce_unreachable(unreachable, still, &n_still);
+    unreachable_info_t info;
+    deduce_unreachable(unreachable, still, &info);
     _pm_list_merge(unreachable, old);
-    return n_still;
+    return info.count;
 }
 
 /* ---- 8. delete_garbage -------------------------------------------------------------------------
@@ -203,10 +217,9 @@ static size_t delete_garbage(pm_gc *gc, pm_head_t *collectable, pm_head_t *old) 
     while (!_pm_list_is_empty(collectable)) {
         pm_head_t *h = (pm_head_t *)collectable->next;
         if (h->rec->clear == NULL) { _pm_list_move(h, &pending); continue; }
-        void *obj = _pm_object_of(h);
-        pm_incref(obj);
-        h->rec->clear(obj);
-        pm_decref(obj);
+        hold(h);
+        h->rec->clear(_pm_object_of(h));
+        release(h);
         if ((pm_head_t *)collectable->next == h) {
             h->prev &= ~PM_PREV_COLLECTING;
             _pm_list_move(h, old);
@@ -234,10 +247,10 @@ static collect_result_t collect(pm_gc *gc, int generation) {
     pm_head_t unreachable, final_unreachable;
     _pm_list_init(&unreachable);
     _pm_list_init(&final_unreachable);
-    size_t n_unreachable;
-    size_t n_young = deduce_unreachable(young, &unreachable, &n_unreachable);   /* steps 1-3 */
+    unreachable_info_t info;
+    size_t n_young = deduce_unreachable(young, &unreachable, &info);            /* steps 1-3 */
 
-    size_t survivors = n_young - n_unreachable;                                 /* step 4 */
+    size_t survivors = n_young - info.count;                                    /* step 4 */
     if (young != old) {
         if (generation == PM_GC_GENERATIONS - 2) gc->long_lived_pending += survivors;
         _pm_list_merge(young, old);
@@ -246,10 +259,11 @@ static collect_result_t collect(pm_gc *gc, int generation) {
         gc->long_lived_total = survivors;
     }
 
-    size_t user_calls = handle_weakrefs(gc, &unreachable);                      /* step 5 */
-    user_calls += finalize_garbage(&unreachable);                               /* step 6 */
+    size_t user_calls = 0;
+    if (info.weakrefs) user_calls += handle_weakrefs(gc, &unreachable);         /* step 5 */
+    if (info.finalizers) user_calls += finalize_garbage(&unreachable);          /* step 6 */
     size_t found = handle_resurrected(&unreachable, &final_unreachable, old,   /* step 7 */
-                                      user_calls, n_unreachable);
+                                      user_calls, info.count);
     size_t uncollectable = delete_garbage(gc, &final_unreachable, old);        /* step 8 */
 
     return (collect_result_t){ found - uncollectable, uncollectable };
