@@ -33,9 +33,9 @@ static void *allocate(size_t size, unsigned c, size_t align, bool counted, bool 
     return p;
 }
 
-void *_pm_malloc_slow(size_t size, bool counted) {
+void *_pm_malloc_slow(size_t size, bool counted, void *ra) {
     unsigned c = size <= PM_LARGE_MAX ? _pm_class_of(size) : PM_NCLASSES;
-    return allocate(size, c, PM_ALIGN, counted, false, __builtin_return_address(0));
+    return allocate(size, c, PM_ALIGN, counted, false, ra);
 }
 
 void _pm_invalid_free(const char *func, const void *p, const char *why) {
@@ -90,12 +90,12 @@ void _pm_free_local_slow(pm_heap_t *heap, pm_pool_t *pool, void *block) {
     errno = saved;
 }
 
-void *_pm_calloc(size_t n, size_t size) {
+void *_pm_calloc_at(size_t n, size_t size, void *ra) {
     size_t total;
     if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return NULL; }
     if (total > PM_LARGE_MAX)     /* a fresh mapping: already zero */
-        return allocate(total, PM_NCLASSES, PM_ALIGN, false, true, __builtin_return_address(0));
-    void *p = _pm_malloc(total);
+        return allocate(total, PM_NCLASSES, PM_ALIGN, false, true, ra);
+    void *p = _pm_malloc_at(total, ra);
     if (p) memset(p, 0, total);
     return p;
 }
@@ -110,8 +110,8 @@ size_t _pm_usable_size(const void *p) {
 
 /* glibc's realloc: NULL p is malloc; size 0 frees and returns NULL; on failure p is untouched. A
  * block stays where it is while the new size is in its class, or shrinks by less than half. */
-void *_pm_realloc(void *p, size_t size) {
-    if (p == NULL) return _pm_malloc(size);
+void *_pm_realloc_at(void *p, size_t size, void *ra) {
+    if (p == NULL) return _pm_malloc_at(size, ra);
     if (size == 0) { _pm_free(p); return NULL; }
     size_t old;
     if (_pm_is_arena_ptr(p)) {
@@ -128,7 +128,7 @@ void *_pm_realloc(void *p, size_t size) {
             if (is_huge) return q;
         }
     }
-    void *q = _pm_malloc(size);
+    void *q = _pm_malloc_at(size, ra);
     if (q == NULL) return NULL;
     memcpy(q, p, old < size ? old : size);
     _pm_free(p);
@@ -137,10 +137,9 @@ void *_pm_realloc(void *p, size_t size) {
 
 /* Blocks of a class whose size is a multiple of `align` are aligned to it (size_class.c), so an
  * aligned request up to 64 KiB alignment is an ordinary allocation from the first such class. */
-void *_pm_memalign(size_t align, size_t size) {
-    if (align <= PM_ALIGN) return _pm_malloc(size);
+void *_pm_memalign_at(size_t align, size_t size, void *ra) {
+    if (align <= PM_ALIGN) return _pm_malloc_at(size, ra);
     _pm_init();
-    void *ra = __builtin_return_address(0);
     if (size < align) size = align;
     if (align <= PM_POOL_ALIGN_MAX && size <= PM_LARGE_MAX) {
         for (unsigned c = _pm_class_of(size); c < PM_NCLASSES; c++)

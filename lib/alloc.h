@@ -19,14 +19,19 @@
 #define PM_ALLOC_H
 #include "internal.h"
 
-PM_INLINE void *_pm_malloc(size_t size) {
+/* `ra` is the return address into the program: the sampler's stack starts there. The macros
+ * below take it from the function they expand in, the exported entry point. */
+#define PM_CALLER __builtin_return_address(0)
+#define _pm_malloc(size) _pm_malloc_at((size), PM_CALLER)
+
+PM_INLINE void *_pm_malloc_at(size_t size, void *ra) {
     if (PM_LIKELY(size <= PM_LARGE_MAX)) {
         pm_heap_t *heap = _pm_heap_tls;
         pm_pool_t *pool = heap->avail[_pm_class_of(size)];
         pm_block_t *block = pool->free;
         if (PM_LIKELY(block != NULL)) {
 #ifndef PM_NO_SAMPLE_COUNTDOWN   /* only for measuring what the countdown costs (bench/overhead.sh) */
-            if (PM_UNLIKELY((heap->sample_left -= (int64_t)size) < 0)) return _pm_malloc_slow(size, true);
+            if (PM_UNLIKELY((heap->sample_left -= (int64_t)size) < 0)) return _pm_malloc_slow(size, true, ra);
 #endif
             pool->free = block->next;
             block->mark = 0;
@@ -34,7 +39,7 @@ PM_INLINE void *_pm_malloc(size_t size) {
             return block;
         }
     }
-    return _pm_malloc_slow(size, false);
+    return _pm_malloc_slow(size, false, ra);
 }
 
 PM_INLINE void _pm_free(void *p) {

@@ -254,12 +254,16 @@ void   _pm_huge_fork_child(void);
 
 /* ---- alloc.c (the inline fast paths _pm_malloc and _pm_free are in alloc.h) ----------------- */
 extern uintptr_t _pm_free_key;            /* random: the free mark of block b is key ^ b */
-void  *_pm_malloc_slow(size_t size, bool counted); /* counted: the fast path already counted size */
+void  *_pm_malloc_slow(size_t size, bool counted, void *ra); /* counted: the fast path counted size */
 void   _pm_free_slow(void *p);
 void   _pm_free_local_slow(pm_heap_t *heap, pm_pool_t *pool, void *block); /* a pool flag or empty */
-void  *_pm_calloc(size_t n, size_t size);
-void  *_pm_realloc(void *p, size_t size);
-void  *_pm_memalign(size_t align, size_t size);
+void  *_pm_calloc_at(size_t n, size_t size, void *ra);
+void  *_pm_realloc_at(void *p, size_t size, void *ra);
+void  *_pm_memalign_at(size_t align, size_t size, void *ra);
+/* The return address of the function these expand in: where a sampled stack starts. */
+#define _pm_calloc(n, size) _pm_calloc_at((n), (size), __builtin_return_address(0))
+#define _pm_realloc(p, size) _pm_realloc_at((p), (size), __builtin_return_address(0))
+#define _pm_memalign(align, size) _pm_memalign_at((align), (size), __builtin_return_address(0))
 size_t _pm_usable_size(const void *p);
 void   _pm_invalid_free(const char *func, const void *p, const char *why);
 

@@ -49,7 +49,7 @@ PM_EXPORT int posix_memalign(void **out, size_t align, size_t size) {
     if (!is_pow2(align) || align % sizeof(void *) != 0) return EINVAL;
     int saved = errno;
     void *p = _pm_memalign(align, size);
-    if (p == NULL) { errno = saved; return ENOMEM; }
+    if (p == NULL) { errno = saved; return ENOMEM; }   /* posix_memalign leaves errno alone */
     *out = p;
     return 0;
 }
@@ -83,9 +83,17 @@ PM_EXPORT void *__libc_malloc(size_t size) { return _pm_malloc(size); }
 PM_EXPORT void  __libc_free(void *p) { _pm_free(p); }
 PM_EXPORT void *__libc_calloc(size_t n, size_t size) { return _pm_calloc(n, size); }
 PM_EXPORT void *__libc_realloc(void *p, size_t size) { return _pm_realloc(p, size); }
-PM_EXPORT void *__libc_memalign(size_t align, size_t size) { return memalign(align, size); }
-PM_EXPORT void *__libc_valloc(size_t size) { return valloc(size); }
-PM_EXPORT void *__libc_pvalloc(size_t size) { return pvalloc(size); }
+PM_EXPORT void *__libc_memalign(size_t align, size_t size) {
+    if (align > ((size_t)1 << 62)) { errno = EINVAL; return NULL; }
+    while (!is_pow2(align)) align = (align | (align - 1)) + 1;
+    return _pm_memalign(align, size);
+}
+PM_EXPORT void *__libc_valloc(size_t size) { return _pm_memalign(_pm_os_page_size(), size); }
+PM_EXPORT void *__libc_pvalloc(size_t size) {
+    size_t page = _pm_os_page_size();
+    if (size > SIZE_MAX - page) { errno = ENOMEM; return NULL; }
+    return _pm_memalign(page, (size + page - 1) & ~(page - 1));
+}
 
 /* ---- glibc's malloc.h extensions, answered from our own statistics ---- */
 

@@ -138,7 +138,7 @@ static unsigned capture(void **frames, void *ra) {
     int n = unw_backtrace(raw, PM_MAX_FRAMES + 8);
     int start = 0;
     while (start < n && in_own_text((uintptr_t)raw[start])) start++;
-    for (int i = start; i < n && i < start + 8; i++)       /* statically linked: cut at the caller */
+    for (int i = 0; i < n && i < 16; i++)                /* cut exactly at the program's call */
         if (raw[i] == ra) { start = i; break; }
     unsigned m = 0;
     for (int i = start; i < n && m < PM_MAX_FRAMES; i++) frames[m++] = raw[i];
