@@ -341,6 +341,7 @@ PM_EXPORT pm_gc *pm_gc_new(void) {
     gc->enabled = true;
     gc->exit_report_fd = -1;
     _pm_gc_update_trigger(gc);
+    _pm_gc_registry_add(gc);
     return gc;
 }
 
@@ -351,6 +352,7 @@ PM_EXPORT void pm_gc_destroy(pm_gc *gc) {
     if (gc == NULL) return;
     if (gc->collecting) _pm_fatal("pm_gc_destroy(): collector %p is collecting", (void *)gc);
     _pm_gc_exit_unregister(gc);
+    _pm_gc_registry_remove(gc);
     gc->ncallbacks = 0;
     pm_gc_unfreeze(gc);
     collect_with_callbacks(gc, PM_GC_GENERATIONS - 1);

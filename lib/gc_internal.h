@@ -128,6 +128,7 @@ struct pm_gc {
     pm_gen_stats_t stats[PM_GC_GENERATIONS];
     int          exit_report_fd;      /* -1: no report at exit */
     pm_gc       *exit_next;           /* registry of collectors that asked for one (gc_stats.c) */
+    pm_gc       *all_next;            /* every live collector, for heap reports (gc_stats.c) */
 };
 
 /* ---- Lists (circular, doubly linked, flags preserved) ---------------------------------------- */
@@ -178,6 +179,8 @@ void  _pm_gc_update_trigger(pm_gc *gc);
 uint64_t _pm_gc_now_ns(void);
 void  _pm_gc_record_pause(pm_gc *gc, int generation, uint64_t ns);
 void  _pm_gc_exit_unregister(pm_gc *gc);
+void  _pm_gc_registry_add(pm_gc *gc);       /* heap reports (report.c) show every collector */
+void  _pm_gc_registry_remove(pm_gc *gc);
 
 /* ---- gc_inspect.c: test-only introspection (Lua's ltests.c habit) ----------------------------- */
 enum { PM_GEN_PERMANENT = 3, PM_GEN_GARBAGE = 4 };

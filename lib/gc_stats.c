@@ -112,6 +112,74 @@ PM_EXPORT void pm_gc_report(pm_gc *gc, int fd) {
     _pm_out_flush(&o);
 }
 
+/* ---- In the heap reports ----
+ * Every collector is listed in the text and JSON heap reports (report.c calls the section writer
+ * registered here). The report runs in the reporter thread while the collector's owner may be
+ * using it, so it reads only counters (a little stale at worst) and the type records, which are
+ * published with a release store and freed only after pm_gc_destroy has taken the collector out
+ * of this registry under its lock. It never walks the object lists. */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pm_gc *registry;
+
+static void gc_section(pm_out_t *o, unsigned format) {
+    pthread_mutex_lock(&registry_lock);
+    bool json = format == PM_FMT_JSON;
+    if (json) _pm_out_printf(o, "\"gc\":[");
+    else _pm_out_printf(o, "collectors (poolmalloc/gc.h):%s\n", registry ? "" : " none");
+    for (pm_gc *gc = registry; gc; gc = gc->all_next) {
+        if (json) _pm_out_printf(o, "%s\n {\"collector\":\"%p\",\"enabled\":%s,\"generations\":[", gc == registry ? "" : ",",
+                                 (void *)gc, gc->enabled ? "true" : "false");
+        else _pm_out_printf(o, "  collector %p%s\n    %-10s %11s %11s %13s %12s %10s %10s\n", (void *)gc,
+                            gc->enabled ? "" : " (disabled)", "generation", "collections", "collected",
+                            "uncollectable", "pause total", "p50", "p99");
+        for (int i = 0; i < PM_GC_GENERATIONS; i++) {
+            const pm_gen_stats_t *st = &gc->stats[i];
+            uint64_t p50 = percentile(st, 500), p99 = percentile(st, 990);
+            if (json)
+                _pm_out_printf(o, "%s{\"collections\":%zu,\"collected\":%zu,\"uncollectable\":%zu,"
+                               "\"pause_total_ns\":%llu,\"pause_max_ns\":%llu,\"pause_p50_ns\":%llu,\"pause_p99_ns\":%llu}",
+                               i ? "," : "", st->collections, st->collected, st->uncollectable,
+                               (unsigned long long)st->pause_total_ns, (unsigned long long)st->pause_max_ns,
+                               (unsigned long long)p50, (unsigned long long)p99);
+            else
+                _pm_out_printf(o, "    %-10d %11zu %11zu %13zu %9lu us %7lu us %7lu us\n", i, st->collections,
+                               st->collected, st->uncollectable, (unsigned long)(st->pause_total_ns / 1000),
+                               (unsigned long)(p50 / 1000), (unsigned long)(p99 / 1000));
+        }
+        if (json) _pm_out_printf(o, "],\"types\":[");
+        else _pm_out_printf(o, "    %-24s %12s %12s %14s %14s\n", "type", "live", "peak", "allocated", "freed");
+        const char *sep = "";
+        for (pm_type_rec_t *r = __atomic_load_n(&gc->types_all, __ATOMIC_ACQUIRE); r;
+             r = __atomic_load_n(&r->all_next, __ATOMIC_ACQUIRE)) {
+            const char *name = r->type && r->type->name ? r->type->name : "?";
+            if (json)
+                _pm_out_printf(o, "%s{\"name\":\"%s\",\"live\":%zu,\"peak\":%zu,\"allocated\":%zu,\"freed\":%zu}",
+                               sep, name, r->live, r->peak, r->allocated, r->freed);
+            else
+                _pm_out_printf(o, "    %-24s %12zu %12zu %14zu %14zu\n", name, r->live, r->peak, r->allocated, r->freed);
+            sep = ",";
+        }
+        if (json) _pm_out_printf(o, "]}");
+    }
+    if (json) _pm_out_printf(o, "]");
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void _pm_gc_registry_add(pm_gc *gc) {
+    _pm_report_add_section(gc_section);
+    pthread_mutex_lock(&registry_lock);
+    gc->all_next = registry;
+    registry = gc;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+void _pm_gc_registry_remove(pm_gc *gc) {
+    pthread_mutex_lock(&registry_lock);
+    for (pm_gc **p = &registry; *p; p = &(*p)->all_next)
+        if (*p == gc) { *p = gc->all_next; break; }
+    pthread_mutex_unlock(&registry_lock);
+}
+
 /* ---- At exit -------------------------------------------------------------------------------- */
 /* Collectors that asked for a report at exit, linked through exit_next. Several threads may own
  * collectors, so the registry has a lock; the report at exit reads each collector unlocked, as

@@ -59,6 +59,7 @@ typedef struct pm_block_s pm_block_t;
 typedef struct pm_pool_s  pm_pool_t;
 typedef struct pm_arena_s pm_arena_t;
 typedef struct pm_heap_s  pm_heap_t;
+typedef struct pm_out_s   pm_out_t;     /* fmt.c: output through a fixed buffer */
 
 /* A free block. Word 0 links the free list; word 1 holds the free mark (pm_free_mark) so that a
  * second free of the same block is caught without a bitmap. malloc zeroes word 1. */
@@ -334,12 +335,19 @@ typedef struct {
     pm_site_t  *sites;                        /* its own mapping: release with _pm_sites_free */
 } pm_sites_t;
 int  _pm_sites_snapshot(pm_sites_t *out);    /* 0 or ENOMEM */
+unsigned _pm_sample_stack_of(const void *block, void **frames, unsigned max); /* 0: not sampled */
 void _pm_sites_free(pm_sites_t *s);
 
 /* ---- report.c: the report formats, written to an fd without malloc in the allocator ---------- */
 int  _pm_report_write(int fd, unsigned format, unsigned seq);   /* PM_FMT_* (one); 0 or errno */
 const char *_pm_report_ext(unsigned format);
 void _pm_report_leaks(int fd);
+void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n);   /* "f+0x1 <- g+0x2 <- ..." */
+/* Sections that higher layers add to every text and JSON report (the collector adds its own).
+ * The writer gets the output and PM_FMT_TEXT or PM_FMT_JSON; JSON writers print one member,
+ * `"name":value`, and the report places the commas. */
+typedef void (*pm_report_section_fn)(pm_out_t *o, unsigned format);
+void _pm_report_add_section(pm_report_section_fn fn);
 
 /* ---- reporter.c: the signal, the pipe, the reporter thread, the files ------------------------ */
 void _pm_reporter_start(void);               /* after init, when reports are configured */
@@ -351,7 +359,7 @@ void _pm_reporter_fork_child(void);
 size_t _pm_reporter_seq(void);
 
 /* ---- fmt.c: formatting into a fixed buffer, never malloc ---------------------------------- */
-typedef struct { char *buf; size_t cap, len; int fd; } pm_out_t;
+struct pm_out_s { char *buf; size_t cap, len; int fd; };
 void _pm_out_init(pm_out_t *o, char *buf, size_t cap, int fd);
 void _pm_out_printf(pm_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void _pm_out_flush(pm_out_t *o);

@@ -35,7 +35,18 @@ _Noreturn void _pm_object_misuse(const char *func, const void *obj, const char *
     const pm_head_t *h = _pm_head_of(obj);
     const char *name = "?";
     if (h->rec != NULL && h->rec->type != NULL && h->rec->type->name != NULL) name = h->rec->type->name;
-    _pm_fatal("%s(): %s (object %p of type %s)", func, what, obj, name);
+    /* When sampling caught the object's allocation, say where it was made. */
+    char site[400] = "";
+    void *frames[4];
+    unsigned n = _pm_sample_stack_of(h, frames, 4);
+    if (n) {
+        pm_out_t o;
+        _pm_out_init(&o, site, sizeof site - 1, -1);
+        _pm_out_printf(&o, ", allocated at ");
+        _pm_report_stack(&o, frames, n);
+        site[o.len] = 0;
+    }
+    _pm_fatal("%s(): %s (object %p of type %s%s)", func, what, obj, name, site);
 }
 
 void _pm_object_check_live(const char *func, const void *obj) {
@@ -82,7 +93,7 @@ pm_type_rec_t *_pm_type_rec_slow(pm_gc *gc, const pm_type *type) {
     r->type = type;
     pm_type_rec_t **tail = &gc->types_all;        /* creation order, for reports */
     while (*tail) tail = &(*tail)->all_next;
-    *tail = r;
+    __atomic_store_n(tail, r, __ATOMIC_RELEASE);  /* heap reports read the list from other threads */
     size_t i = type_slot(type, gc->types_cap);
     while (gc->types[i]) i = (i + 1) & (gc->types_cap - 1);
     gc->types[i] = r;

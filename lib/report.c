@@ -237,6 +237,35 @@ static void json_string(pm_out_t *o, const char *s) {
     _pm_out_printf(o, "\"");
 }
 
+/* ---- sections of higher layers ---- */
+
+static _Atomic(pm_report_section_fn) sections[4];
+
+void _pm_report_add_section(pm_report_section_fn fn) {
+    for (unsigned i = 0; i < 4; i++) {
+        pm_report_section_fn expected = NULL;
+        if (atomic_load(&sections[i]) == fn) return;
+        if (atomic_compare_exchange_strong(&sections[i], &expected, fn)) return;
+    }
+}
+
+static void write_sections(pm_out_t *o, unsigned format) {
+    for (unsigned i = 0; i < 4; i++) {
+        pm_report_section_fn fn = atomic_load(&sections[i]);
+        if (!fn) continue;
+        if (format == PM_FMT_JSON) _pm_out_printf(o, ",\n");
+        fn(o, format);
+    }
+}
+
+/* One line naming where a block was allocated, for error messages. */
+void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n) {
+    symbol_t table[16];
+    memset(table, 0, sizeof table);
+    symcache_t cache = { table, 16 };
+    for (unsigned i = 0; i < n && i < 4; i++) _pm_out_printf(o, "%s%s", i ? " <- " : "", symbolize(&cache, frames[i])->name);
+}
+
 /* ---- text ---- */
 
 /* The top `max` sites with their stacks; `leaks_only`: only sites with sampled blocks still live. */
@@ -281,12 +310,14 @@ static int write_text(int fd, unsigned seq, sitesview_t *v) {
     size_t rate = v->sites.rate;
     if (rate == 0 && v->sites.nsites == 0) {
         _pm_out_printf(&o, "allocation sites: sampling is off (POOLMALLOC_CONF=sample:512k turns it on)\n");
+        write_sections(&o, PM_FMT_TEXT);
         _pm_out_flush(&o);
         return 0;
     }
     _pm_out_printf(&o, "allocation sites: sampling 1 in %zu bytes, %zu sites; top %d by estimated live bytes\n",
                    rate, v->sites.nsites, TOP_TEXT_SITES);
     print_sites(&o, v, TOP_TEXT_SITES, false);
+    write_sections(&o, PM_FMT_TEXT);
     _pm_out_flush(&o);
     return 0;
 }
@@ -351,7 +382,9 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
         _pm_out_printf(&o, "]}");
         sep = ",";
     }
-    _pm_out_printf(&o, "]}\n");
+    _pm_out_printf(&o, "]");
+    write_sections(&o, PM_FMT_JSON);
+    _pm_out_printf(&o, "}\n");
     _pm_out_flush(&o);
     return 0;
 }

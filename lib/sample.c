@@ -302,6 +302,19 @@ void _pm_sample_forget(void *p) {
     pthread_mutex_unlock(&sample_lock);
 }
 
+/* The stack that allocated `block`, if it is a live sampled block: how many frames were copied. */
+unsigned _pm_sample_stack_of(const void *block, void **frames, unsigned max) {
+    unsigned n = 0;
+    pthread_mutex_lock(&sample_lock);
+    live_t *e = live_find((uintptr_t)block);
+    if (e) {
+        const pm_site_t *s = &sites[e->site];
+        for (n = 0; n < s->nframes && n < max; n++) frames[n] = s->frames[n];
+    }
+    pthread_mutex_unlock(&sample_lock);
+    return n;
+}
+
 int _pm_sites_snapshot(pm_sites_t *out) {
     memset(out, 0, sizeof *out);
     out->rate = _pm_sample_rate();

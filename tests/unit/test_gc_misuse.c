@@ -99,3 +99,19 @@ Test(gc_misuse, one_collector_used_by_two_threads_at_once) {
     int st = run_in_child(two_threads_one_collector, NULL, msg, sizeof msg);
     cr_assert(aborted_with(st, msg, "used by two threads at once"), "got: %s", msg);
 }
+
+/* With sampling on, the message also says where the object was allocated. */
+__attribute__((noinline)) static void *make_a_leaf(pm_gc *gc) { return pm_new(gc, &leaf_type, 8); }
+static void track_a_sampled_leaf(void *arg) {
+    (void)arg;
+    _pm_sample_set_rate(1);
+    _pm_heap_get()->sample_left = -1;
+    pm_gc *gc = quiet_gc();
+    pm_track(make_a_leaf(gc));
+}
+Test(gc_misuse, the_message_names_the_allocation_site_when_sampling_is_on) {
+    int st = run_in_child(track_a_sampled_leaf, NULL, msg, sizeof msg);
+    cr_assert(aborted_with(st, msg, "of type leaf, allocated at make_a_leaf+0x"), "got: %s", msg);
+    cr_assert(strstr(msg, " <- track_a_sampled_leaf+0x"), "with its callers: %s", msg);
+    cr_assert_eq(strchr(msg, '\n'), msg + strlen(msg) - 1, "one line: %s", msg);
+}

@@ -227,3 +227,36 @@ Test(report, the_child_of_a_fork_dumps_under_its_own_pid, .timeout = 60) {
     waitpid(pid, &status, 0);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child wrote its own report");
 }
+
+#include "poolmalloc/gc.h"
+typedef struct cell { struct cell *next; } cell;
+static int cell_traverse(void *self, pm_visit visit, void *arg) { cell *c = self; return c->next ? visit(c->next, arg) : 0; }
+static int cell_clear(void *self) { cell *c = self; cell *n = c->next; c->next = NULL; if (n) pm_decref(n); return 0; }
+static void cell_dealloc(void *self) { cell_clear(self); }
+static const pm_type cell_type = { "report_cell", cell_traverse, cell_clear, NULL, cell_dealloc };
+
+Test(report, collectors_appear_in_the_text_and_json_reports) {
+    pm_gc *gc = pm_gc_new();
+    cell *keep[10];
+    for (int i = 0; i < 10; i++) keep[i] = pm_new(gc, &cell_type, sizeof(cell));
+    for (int i = 0; i < 20; i++) {                 /* 20 garbage 2-cycles */
+        cell *a = pm_new(gc, &cell_type, sizeof(cell)), *b = pm_new(gc, &cell_type, sizeof(cell));
+        a->next = b;                               /* our reference to b moves into a */
+        b->next = a; pm_incref(a);                 /* b holds a reference to a */
+        pm_decref(a);                              /* and we drop ours */
+    }
+    cr_assert_eq(pm_gc_collect(gc, 2), 40);
+    char *json = report_of("json");
+    char want[256];
+    snprintf(want, sizeof want, "\"gc\":[\n {\"collector\":\"%p\",\"enabled\":true,\"generations\":[", (void *)gc);
+    cr_assert(strstr(json, want), "%s", strstr(json, "\"gc\""));
+    cr_assert(strstr(json, "{\"name\":\"report_cell\",\"live\":10,\"peak\":50,\"allocated\":50,\"freed\":40}"), "%s", strstr(json, "\"gc\""));
+    cr_assert(strstr(json, "\"uncollectable\":0,\"pause_total_ns\":"));
+    char *text = report_of("text");
+    cr_assert(strstr(text, "collectors (poolmalloc/gc.h):"));
+    cr_assert(strstr(text, "report_cell                        10           50             50             40"), "%s", strstr(text, "collectors"));
+    for (int i = 0; i < 10; i++) pm_decref(keep[i]);
+    pm_gc_destroy(gc);
+    json = report_of("json");
+    cr_assert(strstr(json, "\"gc\":[]"), "a destroyed collector leaves the report");
+}
