@@ -59,20 +59,23 @@ PM_EXPORT void *aligned_alloc(size_t align, size_t size) {
     return _pm_memalign(align, size);
 }
 
-/* glibc's memalign rounds a non-power-of-two alignment up to the next power of two. */
-PM_EXPORT void *memalign(size_t align, size_t size) {
+/* glibc's memalign rounds a non-power-of-two alignment up to the next power of two. These take the
+ * caller's return address from the exported function they are inlined into. */
+PM_INLINE void *memalign_from(size_t align, size_t size, void *ra) {
     if (align > ((size_t)1 << 62)) { errno = EINVAL; return NULL; }
     while (!is_pow2(align)) align = (align | (align - 1)) + 1;
-    return _pm_memalign(align, size);
+    return _pm_memalign_at(align, size, ra);
 }
 
-PM_EXPORT void *valloc(size_t size) { return _pm_memalign(_pm_os_page_size(), size); }
-
-PM_EXPORT void *pvalloc(size_t size) {
+PM_INLINE void *pvalloc_from(size_t size, void *ra) {
     size_t page = _pm_os_page_size();
     if (size > SIZE_MAX - page) { errno = ENOMEM; return NULL; }
-    return _pm_memalign(page, (size + page - 1) & ~(page - 1));
+    return _pm_memalign_at(page, (size + page - 1) & ~(page - 1), ra);
 }
+
+PM_EXPORT void *memalign(size_t align, size_t size) { return memalign_from(align, size, PM_CALLER); }
+PM_EXPORT void *valloc(size_t size) { return _pm_memalign(_pm_os_page_size(), size); }
+PM_EXPORT void *pvalloc(size_t size) { return pvalloc_from(size, PM_CALLER); }
 
 /* C23 sized frees: the size is a hint we do not need. */
 PM_EXPORT void free_sized(void *p, size_t size) { (void)size; _pm_free(p); }
@@ -83,17 +86,9 @@ PM_EXPORT void *__libc_malloc(size_t size) { return _pm_malloc(size); }
 PM_EXPORT void  __libc_free(void *p) { _pm_free(p); }
 PM_EXPORT void *__libc_calloc(size_t n, size_t size) { return _pm_calloc(n, size); }
 PM_EXPORT void *__libc_realloc(void *p, size_t size) { return _pm_realloc(p, size); }
-PM_EXPORT void *__libc_memalign(size_t align, size_t size) {
-    if (align > ((size_t)1 << 62)) { errno = EINVAL; return NULL; }
-    while (!is_pow2(align)) align = (align | (align - 1)) + 1;
-    return _pm_memalign(align, size);
-}
+PM_EXPORT void *__libc_memalign(size_t align, size_t size) { return memalign_from(align, size, PM_CALLER); }
 PM_EXPORT void *__libc_valloc(size_t size) { return _pm_memalign(_pm_os_page_size(), size); }
-PM_EXPORT void *__libc_pvalloc(size_t size) {
-    size_t page = _pm_os_page_size();
-    if (size > SIZE_MAX - page) { errno = ENOMEM; return NULL; }
-    return _pm_memalign(page, (size + page - 1) & ~(page - 1));
-}
+PM_EXPORT void *__libc_pvalloc(size_t size) { return pvalloc_from(size, PM_CALLER); }
 
 /* ---- glibc's malloc.h extensions, answered from our own statistics ---- */
 
