@@ -86,7 +86,7 @@ void _pm_free_slow(void *p) {
 void _pm_free_local_slow(pm_heap_t *heap, pm_pool_t *pool, void *block) {
     int saved = errno;
     if (pool->flags & PM_POOL_SAMPLED) forget_if_sampled(pool, block);
-    _pm_heap_free_slow(heap, pool);
+    _pm_heap_free_slow(heap, pool, true);
     errno = saved;
 }
 

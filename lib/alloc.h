@@ -33,7 +33,9 @@ PM_INLINE void *_pm_malloc_at(size_t size, void *ra) {
 #ifndef PM_NO_SAMPLE_COUNTDOWN   /* only for measuring what the countdown costs (bench/overhead.sh) */
             if (PM_UNLIKELY((heap->sample_left -= (int64_t)size) < 0)) return _pm_malloc_slow(size, true, ra);
 #endif
-            pool->free = block->next;
+            pm_block_t *next = block->next;
+            pool->free = next;
+            __builtin_prefetch(next, 1);   /* the next malloc reads it: start the miss now */
             block->mark = 0;
             _pm_pool_used_add(pool, 1);
             return block;

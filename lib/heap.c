@@ -83,12 +83,17 @@ static void release_pool(pm_heap_t *heap, pm_pool_t *pool) {
  * no sampled block is left, a full pool returns to its list, and an empty pool returns to its arena
  * unless it is the class's current pool and a single slot (kept, so that a loop allocating and
  * freeing one block does not take the arena lock each time). */
-void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool) {
+void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
     if (pool->flags & PM_POOL_SAMPLED) {
         if (atomic_load_explicit(&pool->sampled, memory_order_relaxed) == 0)
             __atomic_store_n(&pool->flags, pool->flags & ~PM_POOL_SAMPLED, __ATOMIC_RELAXED);
     }
-    if (pool->flags & PM_POOL_FULL) {
+    /* A full pool comes back once an eighth of it is free again, not at its first free block:
+     * otherwise a program that frees at random across many full pools (a big, churning heap)
+     * makes every allocation fill a pool again, and every fill is a CAS and two list updates.
+     * Remote frees (local == false) bring it back at once: the NOTIFY bit they cleared will not
+     * tell the owner again. */
+    if ((pool->flags & PM_POOL_FULL) && (!local || (pool->capacity - pool->used) * 8 >= pool->capacity)) {
         _pm_pool_clear_notify(pool);
         list_insert_second(heap, pool);
     }
@@ -105,7 +110,7 @@ static void process_delayed(pm_heap_t *heap) {
         b->next = pool->free;
         pool->free = b;
         _pm_pool_used_add(pool, (uint32_t)-1);
-        _pm_heap_free_slow(heap, pool);      /* the remote freer already forgot a sampled block */
+        _pm_heap_free_slow(heap, pool, false);   /* the remote freer already forgot a sampled block */
         b = next;
     }
 }

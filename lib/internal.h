@@ -232,7 +232,7 @@ pm_heap_t *_pm_heap_get(void);            /* the thread's heap, acquiring one if
 void *_pm_heap_alloc(pm_heap_t *heap, unsigned size_class);   /* a real heap; NULL + ENOMEM */
 void *_pm_orphan_alloc(unsigned size_class);                   /* for threads past their exit */
 bool  _pm_thread_is_dead(void);
-void  _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool); /* after a local free: flags, empty */
+void  _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local); /* flags set, or empty */
 void  _pm_heap_free_remote(pm_pool_t *pool, pm_block_t *block);
 void  _pm_heap_collect_all(void);         /* drain delayed frees of every heap we can take */
 void  _pm_heaps_init(void);
