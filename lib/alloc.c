@@ -84,10 +84,8 @@ void _pm_free_slow(void *p) {
 
 /* A local free into a pool with a flag set, or that just became empty. */
 void _pm_free_local_slow(pm_heap_t *heap, pm_pool_t *pool, void *block) {
-    int saved = errno;
     if (pool->flags & PM_POOL_SAMPLED) forget_if_sampled(pool, block);
     _pm_heap_free_slow(heap, pool, true);
-    errno = saved;
 }
 
 void *_pm_calloc_at(size_t n, size_t size, void *ra) {

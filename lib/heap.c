@@ -73,10 +73,13 @@ static void list_remove(pm_heap_t *heap, pm_pool_t *pool) {
     pool->next = pool->prev = NULL;
 }
 
+/* May madvise or munmap: keeps errno, since free() must. */
 static void release_pool(pm_heap_t *heap, pm_pool_t *pool) {
+    int saved = errno;
     list_remove(heap, pool);
     if (pool->sampled_bits) _pm_pool_sample_release(pool);
     _pm_arena_pool_release(pool);
+    errno = saved;
 }
 
 /* After blocks went back to `pool` (locally, or from the delayed list): the SAMPLED flag goes once
@@ -84,6 +87,8 @@ static void release_pool(pm_heap_t *heap, pm_pool_t *pool) {
  * unless it is the class's current pool and a single slot (kept, so that a loop allocating and
  * freeing one block does not take the arena lock each time). */
 void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
+    if (PM_LIKELY(pool->flags == 0 && heap->avail[pool->size_class] == pool && pool->slots == 1))
+        return;                              /* the current pool just emptied: keep it */
     if (pool->flags & PM_POOL_SAMPLED) {
         if (atomic_load_explicit(&pool->sampled, memory_order_relaxed) == 0)
             __atomic_store_n(&pool->flags, pool->flags & ~PM_POOL_SAMPLED, __ATOMIC_RELAXED);
