@@ -120,9 +120,11 @@ static void process_delayed(pm_heap_t *heap) {
     }
 }
 
-/* Take back everything other threads freed, and return every empty pool (even the current one)
- * to the arenas. Used at thread exit, on adoption and by malloc_trim. */
-static void heap_collect(pm_heap_t *heap) {
+/* Take back everything other threads freed, and return empty pools to the arenas. At thread exit
+ * and on adoption (keep_current) each class keeps its current pool if that is a single slot, as a
+ * live thread does, so that a program starting and ending threads by the thousand does not take
+ * and give back pools for each one; malloc_trim returns them all. */
+static void heap_collect(pm_heap_t *heap, bool keep_current) {
     process_delayed(heap);
     for (unsigned c = 0; c < PM_NCLASSES; c++) {
         pm_pool_t *pool = heap->avail[c];
@@ -130,7 +132,8 @@ static void heap_collect(pm_heap_t *heap) {
         while (pool) {
             pm_pool_t *next = pool->next;
             _pm_pool_drain_remote(pool);
-            if (pool->used == 0) release_pool(heap, pool);
+            bool keep = keep_current && pool == heap->avail[c] && pool->slots == 1;
+            if (pool->used == 0 && !keep) release_pool(heap, pool);
             pool = next;
         }
     }
@@ -192,7 +195,7 @@ static pm_heap_t *heap_acquire(void) {
         heap = heap_new();
     }
     pthread_mutex_unlock(&heap_lock);
-    if (heap) heap_collect(heap);
+    if (heap) heap_collect(heap, true);
     return heap;
 }
 
@@ -257,7 +260,7 @@ void _pm_heap_free_remote(pm_pool_t *pool, pm_block_t *block) {
 static void heap_thread_done(void *value) {
     pm_heap_t *heap = value;
     if (heap == NULL || heap->is_static || heap != _pm_heap_tls) return;
-    heap_collect(heap);
+    heap_collect(heap, true);
     _pm_heap_tls = &_pm_heap_empty;
     tls_dead = true;
     pthread_mutex_lock(&heap_lock);
@@ -270,12 +273,12 @@ static void heap_thread_done(void *value) {
 
 void _pm_heap_collect_all(void) {
     pm_heap_t *mine = _pm_heap_tls;
-    if (!mine->is_static) heap_collect(mine);
+    if (!mine->is_static) heap_collect(mine, false);
     pthread_mutex_lock(&orphan_lock);
-    if (orphan_heap) heap_collect(orphan_heap);
+    if (orphan_heap) heap_collect(orphan_heap, false);
     pthread_mutex_unlock(&orphan_lock);
     pthread_mutex_lock(&heap_lock);
-    for (pm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next) heap_collect(h);
+    for (pm_heap_t *h = abandoned_heaps; h; h = h->abandoned_next) heap_collect(h, false);
     pthread_mutex_unlock(&heap_lock);
 }
 
