@@ -10,7 +10,7 @@
 
 _Atomic int _pm_initialized;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
-static int exit_report_fd = -1;        /* stderr, duplicated at start-up */
+static pm_private_fd_t exit_report_fd = { -1, 0 };   /* stderr, duplicated at start-up */
 
 /* Every lock of the allocator is held across fork(), in one order, so that the child starts with
  * consistent state and no lock held by a thread that does not exist there. */
@@ -50,7 +50,7 @@ void _pm_init_slow(void) {
     _pm_free_key = (uintptr_t)_pm_os_random() | 1;
     _pm_heaps_init();
     _pm_sample_set_rate(_pm_options.sample);
-    if (_pm_options.stats) exit_report_fd = _pm_os_private_fd(2);
+    if (_pm_options.stats) _pm_os_private_fd(2, &exit_report_fd);
     atomic_store_explicit(&_pm_initialized, 1, memory_order_release);
     pthread_mutex_unlock(&init_lock);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
@@ -64,6 +64,9 @@ __attribute__((constructor)) static void pm_constructor(void) {
 }
 
 __attribute__((destructor)) static void pm_destructor(void) {
-    if (_pm_options.stats) _pm_stats_print(exit_report_fd >= 0 ? exit_report_fd : 2);
+    if (_pm_options.stats) {
+        int fd = _pm_os_private_fd_get(&exit_report_fd);
+        if (fd >= 0) _pm_stats_print(fd);
+    }
     _pm_reporter_at_exit();
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,9 +108,30 @@ uint32_t _pm_os_now_ms(void) {
     return (uint32_t)((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000);
 }
 
+/* Which open file an fd is, by device and inode: fstat is async-signal-safe. */
+static uint64_t fd_identity(int fd) {
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) return 0;
+    return ((uint64_t)st.st_dev << 40) ^ (uint64_t)st.st_ino ^ 1;
+}
+
 /* A private duplicate of fd (at 100 or above, close-on-exec), so that a report at exit still has a
  * stderr when the program closed its own (coreutils programs close stderr in an atexit handler). */
-int _pm_os_private_fd(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 100); }
+void _pm_os_private_fd(int fd, pm_private_fd_t *out) {
+    out->fd = fcntl(fd, F_DUPFD_CLOEXEC, 100);
+    out->id = fd_identity(out->fd);
+}
+
+void _pm_os_private_fd_of(int fd, pm_private_fd_t *out) {
+    out->fd = fd;
+    out->id = fd_identity(fd);
+}
+
+/* The fd, if it still is the file we opened: a program that closes every descriptor (a daemon)
+ * may have reused the number for a file of its own, which we must never write into. */
+int _pm_os_private_fd_get(const pm_private_fd_t *p) {
+    return p->fd >= 0 && p->id != 0 && fd_identity(p->fd) == p->id ? p->fd : -1;
+}
 
 long _pm_os_resident_bytes(void) {
     int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);

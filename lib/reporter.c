@@ -28,18 +28,20 @@
 #include <unistd.h>
 
 static int pipe_fds[2] = { -1, -1 };
+static pm_private_fd_t pipe_in = { -1, 0 };  /* the write end, checked before each write */
 static pthread_t reporter;
 static bool reporter_running;
 static _Atomic unsigned seq;
 static _Atomic size_t interval_bytes;       /* estimated bytes allocated since the last dump */
 static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
-static int exit_fd = -1;                     /* stderr, duplicated: for the leak report */
+static pm_private_fd_t exit_fd = { -1, 0 };  /* stderr, duplicated: for the leak report */
 
 static void on_signal(int sig) {
     (void)sig;
     int saved = errno;
     char byte = 's';
-    if (pipe_fds[1] >= 0) (void)!write(pipe_fds[1], &byte, 1);   /* full pipe: a dump is pending anyway */
+    int fd = _pm_os_private_fd_get(&pipe_in);    /* a daemon may have closed it and reused the number */
+    if (fd >= 0) (void)!write(fd, &byte, 1);     /* full pipe: a dump is pending anyway */
     errno = saved;
 }
 
@@ -124,6 +126,7 @@ static void *reporter_main(void *arg) {
 static void start_thread(void) {
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) { _pm_warn("reports: cannot create a pipe: %s", strerror(errno)); return; }
     fcntl(pipe_fds[1], F_SETFL, O_NONBLOCK);
+    _pm_os_private_fd_of(pipe_fds[1], &pipe_in);
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);                  /* the thread inherits "all blocked" */
@@ -139,7 +142,7 @@ static int handled_signal;
 
 void _pm_reporter_start(void) {
     if (!_pm_options_reports(&_pm_options)) return;
-    if (_pm_options.leaks && exit_fd < 0) exit_fd = _pm_os_private_fd(2);
+    if (_pm_options.leaks && exit_fd.fd < 0) _pm_os_private_fd(2, &exit_fd);
     bool need_thread = _pm_options.signal != 0 || _pm_options.interval != 0;
     if (need_thread && !reporter_running) start_thread();
     if (_pm_options.signal != 0 && _pm_options.signal != handled_signal && reporter_running) {
@@ -159,6 +162,7 @@ void _pm_reporter_fork_child(void) {
     close(pipe_fds[0]);
     close(pipe_fds[1]);
     pipe_fds[0] = pipe_fds[1] = -1;
+    pipe_in.fd = -1;
     reporter_running = false;
     pthread_mutex_init(&dump_lock, NULL);
     atomic_store(&seq, 0);
@@ -167,5 +171,8 @@ void _pm_reporter_fork_child(void) {
 
 void _pm_reporter_at_exit(void) {
     if (_pm_options.at_exit) dump(NULL, 0);
-    if (_pm_options.leaks) _pm_report_leaks(exit_fd >= 0 ? exit_fd : 2);
+    if (_pm_options.leaks) {
+        int fd = exit_fd.fd >= 0 ? _pm_os_private_fd_get(&exit_fd) : 2;
+        if (fd >= 0) _pm_report_leaks(fd);
+    }
 }

@@ -277,3 +277,32 @@ Test(report, interval_dumps_every_so_many_bytes_allocated, .timeout = 60) {
     cr_assert_eq(seq, 3, "one dump per crossing of 4 MB: %zu", seq);
     _pm_sample_set_rate(0);
 }
+
+/* A daemon closes every descriptor and opens files of its own, which take the numbers of the
+ * reporter's pipe: a signal must not write into them. */
+static void close_everything_then_signal(void *arg) {
+    (void)arg;
+    if (pm_ctl("opt.signal", NULL, NULL, "USR2", 4) != 0) _exit(2);
+    for (int fd = 3; fd < 1024; fd++) close(fd);
+    char path[64];
+    int fds[64];
+    for (int i = 0; i < 64; i++) {
+        snprintf(path, sizeof path, "/tmp/pm-daemon-%d-%d", (int)getpid(), i);
+        fds[i] = open(path, O_CREAT | O_RDWR | O_TRUNC, 0600);
+        unlink(path);
+    }
+    for (int i = 0; i < 20; i++) raise(SIGUSR2);
+    struct timespec ts = { 0, 200 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    for (int i = 0; i < 64; i++) {
+        struct stat st;
+        if (fds[i] >= 0 && fstat(fds[i], &st) == 0 && st.st_size != 0) _exit(1);
+    }
+    _exit(0);
+}
+
+Test(report, a_signal_never_writes_into_a_reused_descriptor) {
+    char out[1024];
+    int st = run_in_child(close_everything_then_signal, NULL, out, sizeof out);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %d: %s", st, out);
+}
