@@ -30,7 +30,7 @@
 static int pipe_fds[2] = { -1, -1 };
 static pm_private_fd_t pipe_in = { -1, 0 };  /* the write end, checked before each write */
 static pthread_t reporter;
-static bool reporter_running;
+static _Atomic bool reporter_running;
 static _Atomic unsigned seq;
 static _Atomic size_t interval_bytes;       /* estimated bytes allocated since the last dump */
 static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -120,6 +120,9 @@ static void *reporter_main(void *arg) {
         fcntl(fd, F_SETFL, flags);
         dump(NULL, 0);
     }
+    /* The pipe is gone (a daemon closed every descriptor): stop, and let pm_ctl start afresh. */
+    pipe_in.fd = -1;
+    atomic_store(&reporter_running, false);
     return NULL;
 }
 
