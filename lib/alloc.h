@@ -13,7 +13,9 @@
  * frees it remotely or reports the error and aborts. A pool with a flag set (full, or holding a
  * sampled block) takes the slow path after the block is freed.
  *
- * Cost, counted with callgrind on bench/fastpath (x86-64, gcc -O2): see README "Performance".
+ * Cost (x86-64, gcc -O2, objdump of the exported functions): malloc 27 instructions to its ret on
+ * the common path, free 41. A malloc+free pair in bench/fastpath under callgrind: 107, because
+ * that loop empties the current pool at every free (README, "Benchmarks").
  */
 #ifndef PM_ALLOC_H
 #define PM_ALLOC_H
