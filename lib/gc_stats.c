@@ -119,6 +119,7 @@ PM_EXPORT void pm_gc_report(pm_gc *gc, int fd) {
  * published with a release store and freed only after pm_gc_destroy has taken the collector out
  * of this registry under its lock. It never walks the object lists. */
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t exit_lock = PTHREAD_MUTEX_INITIALIZER;   /* the at-exit list, below */
 static pm_gc *registry;
 
 static void gc_section(pm_out_t *o, unsigned format) {
@@ -165,7 +166,18 @@ static void gc_section(pm_out_t *o, unsigned format) {
     pthread_mutex_unlock(&registry_lock);
 }
 
+/* fork(): a heap report holds registry_lock only inside a dump, and fork waits for a dump to end
+ * (init.c), so at most another thread's pm_gc_new or pm_gc_destroy can hold these locks at fork,
+ * for a few instructions; the child starts them afresh. */
+static void gc_fork_child(void) {
+    pthread_mutex_init(&registry_lock, NULL);
+    pthread_mutex_init(&exit_lock, NULL);
+}
+static void gc_register_fork_handler(void) { pthread_atfork(NULL, NULL, gc_fork_child); }
+
 void _pm_gc_registry_add(pm_gc *gc) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, gc_register_fork_handler);
     _pm_report_add_section(gc_section);
     pthread_mutex_lock(&registry_lock);
     gc->all_next = registry;
@@ -184,7 +196,6 @@ void _pm_gc_registry_remove(pm_gc *gc) {
 /* Collectors that asked for a report at exit, linked through exit_next. Several threads may own
  * collectors, so the registry has a lock; the report at exit reads each collector unlocked, as
  * the program is ending (a collector still in use by another thread then may print a torn line). */
-static pthread_mutex_t exit_lock = PTHREAD_MUTEX_INITIALIZER;
 static pm_gc *exit_list;
 
 void _pm_gc_exit_unregister(pm_gc *gc) {

@@ -15,6 +15,8 @@ static pm_private_fd_t exit_report_fd = { -1, 0 };   /* stderr, duplicated at st
 /* Every lock of the allocator is held across fork(), in one order, so that the child starts with
  * consistent state and no lock held by a thread that does not exist there. */
 static void fork_prepare(void) {
+    _pm_reporter_fork_prepare();          /* a dump holds the locks below it */
+    _pm_stats_fork_prepare();
     _pm_sample_fork_prepare();
     _pm_heap_fork_prepare();
     _pm_huge_fork_prepare();
@@ -28,6 +30,8 @@ static void fork_parent(void) {
     _pm_huge_fork_parent();
     _pm_heap_fork_parent();
     _pm_sample_fork_parent();
+    _pm_stats_fork_parent();
+    _pm_reporter_fork_parent();
 }
 
 static void fork_child(void) {
@@ -36,6 +40,7 @@ static void fork_child(void) {
     _pm_huge_fork_child();
     _pm_heap_fork_child();
     _pm_sample_fork_child();
+    _pm_stats_fork_child();
     _pm_reporter_fork_child();
 }
 

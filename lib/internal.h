@@ -169,6 +169,8 @@ typedef struct { int fd; uint64_t id; } pm_private_fd_t;  /* an fd and which fil
 void   _pm_os_private_fd(int fd, pm_private_fd_t *out);    /* a close-on-exec duplicate (fd -1 on failure) */
 void   _pm_os_private_fd_of(int fd, pm_private_fd_t *out); /* remember which file fd is */
 int    _pm_os_private_fd_get(const pm_private_fd_t *p);    /* the fd, or -1 if it is another file now */
+void   _pm_os_private_close(pm_private_fd_t *p);          /* close it if it still is ours */
+int    _pm_os_private_socketpair(pm_private_fd_t out[2]); /* 0 or errno */
 uint32_t _pm_os_now_ms(void);                      /* a coarse monotonic clock, wraps every 49 days */
 
 /* ---- arena.c ------------------------------------------------------------------------------ */
@@ -310,6 +312,9 @@ typedef struct {
 } pm_stats_snapshot_t;
 void _pm_stats_snapshot(pm_stats_snapshot_t *out);
 void _pm_stats_print(int fd);
+void _pm_stats_fork_prepare(void);
+void _pm_stats_fork_parent(void);
+void _pm_stats_fork_child(void);
 
 /* ---- sample.c: allocation-site sampling --------------------------------------------------- */
 #define PM_MAX_FRAMES 48
@@ -358,6 +363,8 @@ void _pm_reporter_trigger(void);             /* async-signal-safe: ask for a dum
 void _pm_reporter_at_exit(void);
 void _pm_reporter_count(size_t est_bytes);   /* sampled bytes, for `interval` */
 int  _pm_reporter_dump_now(char *paths, size_t cap);  /* synchronous dump; 0 or errno */
+void _pm_reporter_fork_prepare(void);
+void _pm_reporter_fork_parent(void);
 void _pm_reporter_fork_child(void);
 size_t _pm_reporter_seq(void);
 

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -125,6 +126,32 @@ void _pm_os_private_fd(int fd, pm_private_fd_t *out) {
 void _pm_os_private_fd_of(int fd, pm_private_fd_t *out) {
     out->fd = fd;
     out->id = fd_identity(fd);
+}
+
+/* A connected pair of sockets on private descriptors (100 and up, close-on-exec), for the report
+ * trigger: a signal handler may send() on it with MSG_NOSIGNAL, so a closed peer never raises
+ * SIGPIPE. Returns 0 or an errno. */
+int _pm_os_private_socketpair(pm_private_fd_t out[2]) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return errno;
+    for (int i = 0; i < 2; i++) {
+        _pm_os_private_fd(sv[i], &out[i]);
+        close(sv[i]);
+    }
+    if (out[0].fd < 0 || out[1].fd < 0) {
+        _pm_os_private_close(&out[0]);
+        _pm_os_private_close(&out[1]);
+        return EMFILE;
+    }
+    return 0;
+}
+
+/* Close it, but only if the number still is our file: never a descriptor the program reused. */
+void _pm_os_private_close(pm_private_fd_t *p) {
+    int fd = _pm_os_private_fd_get(p);
+    if (fd >= 0) close(fd);
+    p->fd = -1;
+    p->id = 0;
 }
 
 /* The fd, if it still is the file we opened: a program that closes every descriptor (a daemon)

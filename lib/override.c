@@ -63,6 +63,7 @@ PM_EXPORT void *aligned_alloc(size_t align, size_t size) {
  * caller's return address from the exported function they are inlined into. */
 PM_INLINE void *memalign_from(size_t align, size_t size, void *ra) {
     if (align > ((size_t)1 << 62)) { errno = EINVAL; return NULL; }
+    if (align == 0) align = 1;                        /* glibc: memalign(0, n) is malloc(n) */
     while (!is_pow2(align)) align = (align | (align - 1)) + 1;
     return _pm_memalign_at(align, size, ra);
 }

@@ -4,19 +4,21 @@
  * every `interval` bytes allocated (estimated from the samples, so it costs nothing unsampled),
  * exit (at_exit:true), and pm_report/pm_ctl("report.dump") on demand.
  *
- * The signal handler only writes one byte to a non-blocking pipe and restores errno: that is all
- * a handler may do while the program it interrupted holds our locks. The reporter thread, created
- * with every signal blocked so that the signal is always delivered to some other thread, reads
- * the pipe and writes the files. A burst of signals coalesces in the pipe: each byte read is one
- * dump at most, and bytes that arrive during a dump are drained first, so a burst never queues up
- * work without bound.
+ * The signal handler only sends one byte on a socket (send with MSG_NOSIGNAL|MSG_DONTWAIT: no
+ * SIGPIPE, no blocking) and restores errno: that is all a handler may do while the program it
+ * interrupted holds our locks. The socket pair lives on private descriptors (100 and up), and
+ * every use checks that the number still is our socket, since a program may close and reuse
+ * descriptors. The reporter thread, created with every signal blocked so that the signal is always
+ * delivered to some other thread, reads the socket and writes the files. A burst of signals
+ * coalesces: bytes that arrive during a dump are drained first, so a burst never queues up work
+ * without bound.
  *
  * Files are <dir>/<prefix>.<pid>.<seq>.<ext> (seq from 1; ext txt, json, heap, folded), created
  * with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600: a report never overwrites a file or follows a
  * link someone planted. If the name is taken, seq moves on.
  *
  * fork(): the child has no reporter thread (threads do not survive fork) and shares the parent's
- * pipe. The fork handler gives the child its own pipe and its own thread.
+ * socket. The fork handler gives the child its own socket and its own thread.
  */
 #define _GNU_SOURCE
 #include "internal.h"
@@ -25,10 +27,12 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-static int pipe_fds[2] = { -1, -1 };
-static pm_private_fd_t pipe_in = { -1, 0 };  /* the write end, checked before each write */
+/* The trigger: a socket pair on private descriptors; [0] is read by the reporter thread, [1]
+ * written by the signal handler. Each use checks that the number still is our socket. */
+static pm_private_fd_t trigger[2] = { { -1, 0 }, { -1, 0 } };
 static pthread_t reporter;
 static _Atomic bool reporter_running;
 static _Atomic unsigned seq;
@@ -40,8 +44,8 @@ static void on_signal(int sig) {
     (void)sig;
     int saved = errno;
     char byte = 's';
-    int fd = _pm_os_private_fd_get(&pipe_in);    /* a daemon may have closed it and reused the number */
-    if (fd >= 0) (void)!write(fd, &byte, 1);     /* full pipe: a dump is pending anyway */
+    int fd = _pm_os_private_fd_get(&trigger[1]);  /* a daemon may have closed it and reused the number */
+    if (fd >= 0) (void)!send(fd, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT);  /* full: a dump is pending */
     errno = saved;
 }
 
@@ -108,34 +112,37 @@ size_t _pm_reporter_seq(void) { return atomic_load(&seq); }
 
 static void *reporter_main(void *arg) {
     (void)arg;
-    int fd = pipe_fds[0];
     for (;;) {
+        int fd = _pm_os_private_fd_get(&trigger[0]);
+        if (fd < 0) break;
         char bytes[64];
-        ssize_t n = read(fd, bytes, 1);
+        ssize_t n = recv(fd, bytes, 1, 0);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
-        int flags = fcntl(fd, F_GETFL);                        /* coalesce a burst */
-        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-        while (read(fd, bytes, sizeof bytes) > 0) {}
-        fcntl(fd, F_SETFL, flags);
+        while (recv(fd, bytes, sizeof bytes, MSG_DONTWAIT) > 0) {}   /* coalesce a burst */
         dump(NULL, 0);
     }
-    /* The pipe is gone (a daemon closed every descriptor): stop, and let pm_ctl start afresh. */
-    pipe_in.fd = -1;
+    /* The socket is gone (a daemon closed every descriptor): stop, and let pm_ctl start afresh. */
+    _pm_os_private_close(&trigger[0]);
+    _pm_os_private_close(&trigger[1]);
     atomic_store(&reporter_running, false);
     return NULL;
 }
 
 static void start_thread(void) {
-    if (pipe2(pipe_fds, O_CLOEXEC) != 0) { _pm_warn("reports: cannot create a pipe: %s", strerror(errno)); return; }
-    fcntl(pipe_fds[1], F_SETFL, O_NONBLOCK);
-    _pm_os_private_fd_of(pipe_fds[1], &pipe_in);
+    int err = _pm_os_private_socketpair(trigger);
+    if (err) { _pm_warn("reports: cannot create the trigger socket: %s", strerror(err)); return; }
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);                  /* the thread inherits "all blocked" */
-    int err = pthread_create(&reporter, NULL, reporter_main, NULL);
+    err = pthread_create(&reporter, NULL, reporter_main, NULL);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err) { _pm_warn("reports: cannot start the reporter thread: %s", strerror(err)); return; }
+    if (err) {
+        _pm_warn("reports: cannot start the reporter thread: %s", strerror(err));
+        _pm_os_private_close(&trigger[0]);
+        _pm_os_private_close(&trigger[1]);
+        return;
+    }
     pthread_detach(reporter);
     reporter_running = true;
 }
@@ -160,14 +167,16 @@ void _pm_reporter_start(void) {
     }
 }
 
+/* fork(): a dump in progress finishes first, so the child never inherits dump_lock held. */
+void _pm_reporter_fork_prepare(void) { pthread_mutex_lock(&dump_lock); }
+void _pm_reporter_fork_parent(void) { pthread_mutex_unlock(&dump_lock); }
+
 void _pm_reporter_fork_child(void) {
-    if (!reporter_running) return;
-    close(pipe_fds[0]);
-    close(pipe_fds[1]);
-    pipe_fds[0] = pipe_fds[1] = -1;
-    pipe_in.fd = -1;
-    reporter_running = false;
     pthread_mutex_init(&dump_lock, NULL);
+    if (!reporter_running) return;
+    _pm_os_private_close(&trigger[0]);          /* only if they still are ours */
+    _pm_os_private_close(&trigger[1]);
+    reporter_running = false;
     atomic_store(&seq, 0);
     start_thread();
 }

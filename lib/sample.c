@@ -96,7 +96,10 @@ bool _pm_sample_arm(pm_heap_t *heap, size_t size) {
         if (left >= 0 || rate == 0) { heap->sample_left = rate ? left : IDLE_DISTANCE; return false; }
     }
     if (rate == 0) { heap->sample_left = IDLE_DISTANCE; return false; }
-    do left += draw(heap, rate); while (left < 0);
+    /* The distance from the end of this allocation to the next sample point is exponential with
+     * mean `rate` whatever happened inside it (the process is memoryless): draw it once, rather
+     * than step through every sample point of a huge request (malloc(SIZE_MAX) would spin). */
+    left = draw(heap, rate);
     heap->sample_left = left;
     return !heap->sampling;
 }

@@ -58,9 +58,14 @@ static void row(pm_out_t *o, const char *what, size_t bytes, size_t total) {
     _pm_out_printf(o, "  %-34s %16zu  %3u.%u%%\n", what, bytes, pct10 / 10, pct10 % 10);
 }
 
+static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void _pm_stats_fork_prepare(void) { pthread_mutex_lock(&print_lock); }
+void _pm_stats_fork_parent(void) { pthread_mutex_unlock(&print_lock); }
+void _pm_stats_fork_child(void) { pthread_mutex_init(&print_lock, NULL); }
+
 void _pm_stats_print(int fd) {
     static pm_stats_snapshot_t s;        /* 2 KiB: kept off small thread stacks */
-    static pthread_mutex_t print_lock = PTHREAD_MUTEX_INITIALIZER;
     char buf[4096];
     pm_out_t o;
     pthread_mutex_lock(&print_lock);

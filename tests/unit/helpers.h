@@ -15,6 +15,8 @@
 #include "internal.h"
 #include "poolmalloc.h"
 
+void *__libc_memalign(size_t align, size_t size);   /* glibc exports it; no header declares it */
+
 /* Run fn(arg) in a child process with stderr captured. Returns the wait status; the first line of
  * what the child wrote to stderr goes to `msg`. */
 static inline int run_in_child(void (*fn)(void *), void *arg, char *msg, size_t cap) {

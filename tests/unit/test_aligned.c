@@ -54,3 +54,12 @@ Test(aligned, aligned_alloc_memalign_valloc_pvalloc) {
     cr_assert_geq(malloc_usable_size(pv), 2 * page);
     free(a); free(m); free(v); free(pv);
 }
+
+Test(aligned, memalign_of_alignment_zero_is_malloc, .timeout = 10) {
+    void *p = memalign(0, 10), *q = __libc_memalign(0, 100);
+    cr_assert_not_null(p);
+    cr_assert_not_null(q);
+    cr_assert_eq((uintptr_t)p % 16, 0);
+    free(p);
+    free(q);
+}

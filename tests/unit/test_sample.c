@@ -1,6 +1,7 @@
 /* The sampler: exact counts when every allocation is sampled, unbiased estimates at a real rate
  * (a statistical test with a fixed seed), and sampled blocks leaving the table however they die. */
 #include "helpers.h"
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 
@@ -129,4 +130,18 @@ Test(sample, the_countdown_never_samples_when_off) {
     cr_assert_eq(after.nsites, before.nsites);
     _pm_sites_free(&before);
     _pm_sites_free(&after);
+}
+
+/* A huge request with sampling on draws the next distance once, rather than stepping through
+ * size/rate sample points (malloc(SIZE_MAX) used to spin). */
+Test(sample, impossible_sizes_fail_at_once_with_sampling_on, .timeout = 10) {
+    sampling_at(1);
+    for (int i = 0; i < 3; i++) {
+        errno = 0;
+        cr_assert_null(malloc(SIZE_MAX - (size_t)i));
+        cr_assert_eq(errno, ENOMEM);
+    }
+    void *p = NULL;
+    cr_assert_eq(posix_memalign(&p, 64, (size_t)1 << 62), ENOMEM);
+    _pm_sample_set_rate(0);
 }
