@@ -55,7 +55,8 @@ for kind in shared static; do
     got=$("$PM_TMP/app_$kind" 2>"$PM_TMP/$kind.err") || pm_fail "the $kind build failed: $(pm_last_err "$PM_TMP/$kind.err")"
     [ "$got" = "$want" ] || pm_fail "the $kind build printed '$got', glibc's '$want'"
 done
-ldd "$PM_TMP/app_shared" | grep -q "$prefix/lib/libpoolmalloc.so" || pm_fail "app_shared does not load the installed library"
+libs=$(ldd "$PM_TMP/app_shared")              # not piped into grep -q: pipefail and SIGPIPE
+grep -q "$prefix/lib/libpoolmalloc.so" <<<"$libs" || pm_fail "app_shared does not load the installed library" "$libs"
 # the installed pm-run finds the installed library by itself
 ( cd "$PM_TMP" && "$prefix/bin/pm-run" --formats json --at-exit --dir "$PM_TMP" --prefix inst -- "$PM_TMP/app_glibc" ) \
     >"$PM_TMP/run.out" 2>"$PM_TMP/run.err" || pm_fail "installed pm-run failed: $(pm_last_err "$PM_TMP/run.err")"

@@ -94,9 +94,12 @@ report="$PM_ROOT/tools/pm-report"
 "$report" top "$first" -n 3 >"$PM_TMP/top.out" || pm_fail "pm-report top failed"
 grep -q site_large "$PM_TMP/top.out" || pm_fail "pm-report top does not show site_large" "$(cat "$PM_TMP/top.out")"
 "$report" diff "$first" "$grown" -n 1 >"$PM_TMP/diff.out" || pm_fail "pm-report diff failed"
-grep -A2 '^#1 ' "$PM_TMP/diff.out" | grep -q site_growth || pm_fail "pm-report diff does not put site_growth first" "$(cat "$PM_TMP/diff.out")"
-"$report" folded "$first" | grep -q ';site_large [0-9]' || pm_fail "pm-report folded lacks site_large"
+grep -A2 '^#1 ' "$PM_TMP/diff.out" >"$PM_TMP/diff.top" || true
+grep -q site_growth "$PM_TMP/diff.top" || pm_fail "pm-report diff does not put site_growth first" "$(cat "$PM_TMP/diff.out")"
+"$report" folded "$first" >"$PM_TMP/folded.out" || pm_fail "pm-report folded failed"
+grep -q ';site_large [0-9]' "$PM_TMP/folded.out" || pm_fail "pm-report folded lacks site_large"
 
 grep -q "leaks at exit" "$PM_TMP/stderr" || pm_fail "no leak report at exit" "$(tail "$PM_TMP/stderr")"
-grep -A3 '^#1 ' "$PM_TMP/stderr" | grep -q site_leak || pm_fail "the leak report does not name site_leak first" "$(grep -A8 'leaks at exit' "$PM_TMP/stderr")"
+grep -A3 '^#1 ' "$PM_TMP/stderr" >"$PM_TMP/leak.top" || true
+grep -q site_leak "$PM_TMP/leak.top" || pm_fail "the leak report does not name site_leak first" "$(grep -A8 'leaks at exit' "$PM_TMP/stderr")"
 echo "ok: $(grep 'leaks at exit' "$PM_TMP/stderr")"
