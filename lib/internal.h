@@ -165,6 +165,7 @@ size_t _pm_os_mapped(size_t *peak);               /* bytes mapped through this f
 uint64_t _pm_os_random(void);
 void   _pm_os_fail_next_maps(int n);               /* test hook: fail the next n mappings */
 long   _pm_os_resident_bytes(void);                /* from /proc/self/statm; -1 if unknown */
+long   _pm_os_peak_resident_bytes(void);           /* VmHWM from /proc/self/status; -1 if unknown */
 typedef struct { int fd; uint64_t id; } pm_private_fd_t;  /* an fd and which file it is */
 void   _pm_os_private_fd(int fd, pm_private_fd_t *out);    /* a close-on-exec duplicate (fd -1 on failure) */
 void   _pm_os_private_fd_of(int fd, pm_private_fd_t *out); /* remember which file fd is */

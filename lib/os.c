@@ -160,6 +160,23 @@ int _pm_os_private_fd_get(const pm_private_fd_t *p) {
     return p->fd >= 0 && p->id != 0 && fd_identity(p->fd) == p->id ? p->fd : -1;
 }
 
+/* The resident set's high-water mark (VmHWM in /proc/self/status), in bytes; -1 if unknown. */
+long _pm_os_peak_resident_bytes(void) {
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = 0;
+    const char *s = strstr(buf, "VmHWM:");
+    if (s == NULL) return -1;
+    for (s += 6; *s == ' ' || *s == '\t'; s++) {}
+    long kib = 0;
+    while (*s >= '0' && *s <= '9') kib = kib * 10 + (*s++ - '0');
+    return kib * 1024;
+}
+
 long _pm_os_resident_bytes(void) {
     int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;

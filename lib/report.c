@@ -204,13 +204,14 @@ static const symbol_t *frame_symbol(sitesview_t *v, void *ip, symbol_t *scratch,
 typedef struct {
     pm_stats_snapshot_t stats;
     size_t peak_mapped, all_mapped;
-    long   resident;
+    long   resident, peak_resident;
 } totals_t;
 
 static void totals(totals_t *t) {
     _pm_stats_snapshot(&t->stats);
     t->all_mapped = _pm_os_mapped(&t->peak_mapped);
     t->resident = _pm_os_resident_bytes();
+    t->peak_resident = _pm_os_peak_resident_bytes();
 }
 
 static size_t live_bytes(const totals_t *t) { return t->stats.in_use + t->stats.huge_requested; }
@@ -303,7 +304,8 @@ static int write_text(int fd, unsigned seq, sitesview_t *v) {
                    t.stats.mapped, frag / 10, frag % 10);
     _pm_out_printf(&o, "all maps  %14zu bytes now, %zu at the peak (with poolmalloc's own metadata)\n",
                    t.all_mapped, t.peak_mapped);
-    if (t.resident >= 0) _pm_out_printf(&o, "resident  %14ld bytes (whole process)\n", t.resident);
+    if (t.resident >= 0)
+        _pm_out_printf(&o, "resident  %14ld bytes now, %ld at the peak (whole process)\n", t.resident, t.peak_resident);
     _pm_out_flush(&o);
     _pm_stats_print(fd);
 
@@ -334,9 +336,9 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
     _pm_out_printf(&o, "{\"schema\":\"poolmalloc.heap\",\"version\":1,\"pid\":%d,\"seq\":%u,\"time\":%lld,",
                    (int)getpid(), seq, (long long)time(NULL));
     _pm_out_printf(&o, "\"sample_rate\":%zu,\n\"totals\":{\"live_bytes\":%zu,\"mapped_bytes\":%zu,"
-                   "\"all_mapped_bytes\":%zu,\"peak_mapped_bytes\":%zu,\"resident_bytes\":%ld,"
+                   "\"all_mapped_bytes\":%zu,\"peak_mapped_bytes\":%zu,\"resident_bytes\":%ld,\"peak_resident_bytes\":%ld,"
                    "\"free_bytes\":%zu,\"fragmentation\":%u.%03u,\"huge_blocks\":%zu},\n",
-                   v->sites.rate, live_bytes(&t), t.stats.mapped, t.all_mapped, t.peak_mapped, t.resident,
+                   v->sites.rate, live_bytes(&t), t.stats.mapped, t.all_mapped, t.peak_mapped, t.resident, t.peak_resident,
                    t.stats.free_in_pools, frag / 1000, frag % 1000, t.stats.huge_count);
     _pm_out_printf(&o, "\"accounting\":{\"in_use\":%zu,\"free_in_pools\":%zu,\"pool_tails\":%zu,"
                    "\"arena_headers\":%zu,\"free_slots\":%zu,\"huge_rounding\":%zu},\n",

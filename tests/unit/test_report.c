@@ -47,6 +47,8 @@ Test(report, json_totals_match_the_allocator_statistics) {
     size_t live = json_number(json, "\"live_bytes\":"), mapped = json_number(json, "\"mapped_bytes\":");
     cr_assert(live + (64u << 10) > s.in_use && live < s.in_use + (64u << 10), "live %zu vs stats %zu", live, s.in_use);
     cr_assert_eq(mapped, s.mapped);
+    size_t rss = json_number(json, "\"resident_bytes\":"), peak_rss = json_number(json, "\"peak_resident_bytes\":");
+    cr_assert(rss > 0 && peak_rss >= rss, "resident %zu, peak %zu", rss, peak_rss);
     cr_assert(strstr(json, "\"sites\":[\n {\"live_bytes\":100000,\"live_count\":100,"), "the sampled site leads: %s", strstr(json, "\"sites\""));
     cr_assert(strstr(json, "\"symbol\":\"keep_alive+0x"), "frames are symbolized");
     cr_assert(strstr(json, "\"classes\":[\n {\"class\":"));
