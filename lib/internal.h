@@ -358,7 +358,7 @@ void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n);   /* "f+0x1
 typedef void (*pm_report_section_fn)(pm_out_t *o, unsigned format);
 void _pm_report_add_section(pm_report_section_fn fn);
 
-/* ---- reporter.c: the signal, the pipe, the reporter thread, the files ------------------------ */
+/* ---- reporter.c: the signal, the trigger socket, the reporter thread, the files -------------- */
 void _pm_reporter_start(void);               /* after init, when reports are configured */
 void _pm_reporter_trigger(void);             /* async-signal-safe: ask for a dump */
 void _pm_reporter_at_exit(void);

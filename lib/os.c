@@ -160,35 +160,38 @@ int _pm_os_private_fd_get(const pm_private_fd_t *p) {
     return p->fd >= 0 && p->id != 0 && fd_identity(p->fd) == p->id ? p->fd : -1;
 }
 
-/* The resident set's high-water mark (VmHWM in /proc/self/status), in bytes; -1 if unknown. */
-long _pm_os_peak_resident_bytes(void) {
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+/* The first number after `key` in a /proc/self file (after the start when key is ""); -1 if the
+ * file or the number is not there. */
+static long proc_number(const char *path, const char *key, unsigned skip_fields) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
     char buf[4096];
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0) return -1;
     buf[n] = 0;
-    const char *s = strstr(buf, "VmHWM:");
+    const char *s = *key ? strstr(buf, key) : buf;
     if (s == NULL) return -1;
-    for (s += 6; *s == ' ' || *s == '\t'; s++) {}
-    long kib = 0;
-    while (*s >= '0' && *s <= '9') kib = kib * 10 + (*s++ - '0');
-    return kib * 1024;
+    s += strlen(key);
+    for (unsigned i = 0; i < skip_fields; i++) {      /* whitespace-separated fields */
+        while (*s == ' ' || *s == '\t') s++;
+        while (*s && *s != ' ' && *s != '\t') s++;
+    }
+    while (*s == ' ' || *s == '\t') s++;
+    if (*s < '0' || *s > '9') return -1;
+    long v = 0;
+    while (*s >= '0' && *s <= '9') v = v * 10 + (*s++ - '0');
+    return v;
 }
 
+/* The resident set's high-water mark (VmHWM in /proc/self/status), in bytes; -1 if unknown. */
+long _pm_os_peak_resident_bytes(void) {
+    long kib = proc_number("/proc/self/status", "VmHWM:", 0);
+    return kib < 0 ? -1 : kib * 1024;
+}
+
+/* The resident set now: the second field of /proc/self/statm, in pages. */
 long _pm_os_resident_bytes(void) {
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    char buf[128];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return -1;
-    buf[n] = 0;
-    const char *s = buf;
-    while (*s && *s != ' ') s++;          /* skip total size */
-    long pages = 0;
-    while (*s == ' ') s++;
-    while (*s >= '0' && *s <= '9') pages = pages * 10 + (*s++ - '0');
-    return pages * (long)_pm_os_page_size();
+    long pages = proc_number("/proc/self/statm", "", 1);
+    return pages < 0 ? -1 : pages * (long)_pm_os_page_size();
 }

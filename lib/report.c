@@ -205,6 +205,7 @@ typedef struct {
     pm_stats_snapshot_t stats;
     size_t peak_mapped, all_mapped;
     long   resident, peak_resident;
+    unsigned frag;            /* (mapped - live) / mapped, in thousandths */
 } totals_t;
 
 static void totals(totals_t *t) {
@@ -212,15 +213,12 @@ static void totals(totals_t *t) {
     t->all_mapped = _pm_os_mapped(&t->peak_mapped);
     t->resident = _pm_os_resident_bytes();
     t->peak_resident = _pm_os_peak_resident_bytes();
+    size_t mapped = t->stats.mapped, live = t->stats.in_use + t->stats.huge_requested;
+    t->frag = mapped ? (unsigned)(((mapped - live) * 1000 + mapped / 2) / mapped) : 0;
 }
 
 static size_t live_bytes(const totals_t *t) { return t->stats.in_use + t->stats.huge_requested; }
 
-/* (mapped - live) / mapped, in tenths of a percent */
-static unsigned fragmentation_permille(const totals_t *t) {
-    size_t mapped = t->stats.mapped, live = live_bytes(t);
-    return mapped ? (unsigned)(((mapped - live) * 1000 + mapped / 2) / mapped) : 0;
-}
 
 static void out_double(pm_out_t *o, double x) {   /* an integer estimate; JSON has no NaN */
     if (!(x > 0)) x = 0;
@@ -297,11 +295,10 @@ static int write_text(int fd, unsigned seq, sitesview_t *v) {
     char buf[8192];
     pm_out_t o;
     _pm_out_init(&o, buf, sizeof buf, fd);
-    unsigned frag = fragmentation_permille(&t);
     _pm_out_printf(&o, "=== poolmalloc heap report: pid %d, report %u ===\n", (int)getpid(), seq);
     _pm_out_printf(&o, "live      %14zu bytes in blocks handed out\n", live_bytes(&t));
     _pm_out_printf(&o, "mapped    %14zu bytes in arenas and huge blocks (fragmentation %u.%u%%: mapped but not live)\n",
-                   t.stats.mapped, frag / 10, frag % 10);
+                   t.stats.mapped, t.frag / 10, t.frag % 10);
     _pm_out_printf(&o, "all maps  %14zu bytes now, %zu at the peak (with poolmalloc's own metadata)\n",
                    t.all_mapped, t.peak_mapped);
     if (t.resident >= 0)
@@ -332,14 +329,13 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
     char buf[8192];
     pm_out_t o;
     _pm_out_init(&o, buf, sizeof buf, fd);
-    unsigned frag = fragmentation_permille(&t);
     _pm_out_printf(&o, "{\"schema\":\"poolmalloc.heap\",\"version\":1,\"pid\":%d,\"seq\":%u,\"time\":%lld,",
                    (int)getpid(), seq, (long long)time(NULL));
     _pm_out_printf(&o, "\"sample_rate\":%zu,\n\"totals\":{\"live_bytes\":%zu,\"mapped_bytes\":%zu,"
                    "\"all_mapped_bytes\":%zu,\"peak_mapped_bytes\":%zu,\"resident_bytes\":%ld,\"peak_resident_bytes\":%ld,"
                    "\"free_bytes\":%zu,\"fragmentation\":%u.%03u,\"huge_blocks\":%zu},\n",
                    v->sites.rate, live_bytes(&t), t.stats.mapped, t.all_mapped, t.peak_mapped, t.resident, t.peak_resident,
-                   t.stats.free_in_pools, frag / 1000, frag % 1000, t.stats.huge_count);
+                   t.stats.free_in_pools, t.frag / 1000, t.frag % 1000, t.stats.huge_count);
     _pm_out_printf(&o, "\"accounting\":{\"in_use\":%zu,\"free_in_pools\":%zu,\"pool_tails\":%zu,"
                    "\"arena_headers\":%zu,\"free_slots\":%zu,\"huge_rounding\":%zu},\n",
                    live_bytes(&t), t.stats.free_in_pools, t.stats.quantization, t.stats.arena_headers,
