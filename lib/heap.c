@@ -30,7 +30,7 @@
 #include <string.h>
 
 pm_heap_t _pm_heap_empty = {
-    .avail = { [0 ... PM_NCLASSES - 1] = &_pm_pool_empty },
+    .avail = { [0 ... PM_NCLASSES] = &_pm_pool_empty },
     .is_static = true,
 };
 __thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec"))) = &_pm_heap_empty;
@@ -45,21 +45,40 @@ static size_t nheaps, nabandoned;
 
 #define HEAP_SLAB_SIZE ((size_t)64 << 10)
 
-/* ---- the per-class pool lists ---- */
+/* ---- the per-class pool lists ----
+ * HEAD(heap, c) is class c's list; its first pool is the "current" one, the pool the fast path
+ * pops from. The heap holds one count in the `used` of its current pool when that pool is a
+ * single slot (pool->held). So a free that returns the current pool's last block does not leave
+ * the fast path (its `used` stays at 1), and a loop that allocates and frees one block never
+ * takes the slow path. A multi-slot pool gets no hold: when it empties it goes back to its arena
+ * at once, since keeping up to 1 MiB idle per class would cost too much memory. Statistics and
+ * the pool invariant subtract `held`. */
 
-static void list_push_front(pm_heap_t *heap, pm_pool_t *pool) {
-    pm_pool_t *first = heap->avail[pool->size_class];
-    pool->prev = NULL;
-    pool->next = (first == &_pm_pool_empty) ? NULL : first;
-    if (pool->next) pool->next->prev = pool;
-    heap->avail[pool->size_class] = pool;
+#define HEAD PM_HEAP_POOLS
+
+static void set_held(pm_pool_t *pool, uint8_t held) {
+    if (pool == &_pm_pool_empty || pool->held == held) return;
+    _pm_pool_used_add(pool, held ? 1u : (uint32_t)-1);
+    __atomic_store_n(&pool->held, held, __ATOMIC_RELAXED);
+}
+
+/* Change class c's current pool. The old one loses its hold: callers only do this when the old
+ * pool leaves the list (full or released), or when there was none. */
+static void set_head(pm_heap_t *heap, unsigned c, pm_pool_t *pool) {
+    set_held(HEAD(heap, c), 0);
+    HEAD(heap, c) = pool;
+    if (pool != &_pm_pool_empty && pool->slots == 1) set_held(pool, 1);
 }
 
 /* A pool coming back from full goes second: the current pool keeps serving (it may be an empty
- * one kept for reuse), and the returning pool is next in line. */
-static void list_insert_second(pm_heap_t *heap, pm_pool_t *pool) {
-    pm_pool_t *first = heap->avail[pool->size_class];
-    if (first == &_pm_pool_empty) { list_push_front(heap, pool); return; }
+ * one kept for reuse), and the returning pool is next in line. On an empty list it is first. */
+static void list_insert(pm_heap_t *heap, pm_pool_t *pool) {
+    pm_pool_t *first = HEAD(heap, pool->size_class);
+    if (first == &_pm_pool_empty) {
+        pool->prev = pool->next = NULL;
+        set_head(heap, pool->size_class, pool);
+        return;
+    }
     pool->prev = first;
     pool->next = first->next;
     if (pool->next) pool->next->prev = pool;
@@ -68,7 +87,7 @@ static void list_insert_second(pm_heap_t *heap, pm_pool_t *pool) {
 
 static void list_remove(pm_heap_t *heap, pm_pool_t *pool) {
     if (pool->prev) pool->prev->next = pool->next;
-    else heap->avail[pool->size_class] = pool->next ? pool->next : &_pm_pool_empty;
+    else set_head(heap, pool->size_class, pool->next ? pool->next : &_pm_pool_empty);
     if (pool->next) pool->next->prev = pool->prev;
     pool->next = pool->prev = NULL;
 }
@@ -83,12 +102,9 @@ static void release_pool(pm_heap_t *heap, pm_pool_t *pool) {
 }
 
 /* After blocks went back to `pool` (locally, or from the delayed list): the SAMPLED flag goes once
- * no sampled block is left, a full pool returns to its list, and an empty pool returns to its arena
- * unless it is the class's current pool and a single slot (kept, so that a loop allocating and
- * freeing one block does not take the arena lock each time). */
+ * no sampled block is left, a full pool returns to its list, and an empty pool returns to its
+ * arena. A current single-slot pool never gets here empty: the heap's hold keeps it at 1. */
 void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
-    if (PM_LIKELY(pool->flags == 0 && heap->avail[pool->size_class] == pool && pool->slots == 1))
-        return;                              /* the current pool just emptied: keep it */
     if (pool->flags & PM_POOL_SAMPLED) {
         if (atomic_load_explicit(&pool->sampled, memory_order_relaxed) == 0)
             __atomic_store_n(&pool->flags, pool->flags & ~PM_POOL_SAMPLED, __ATOMIC_RELAXED);
@@ -100,10 +116,9 @@ void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
      * tell the owner again. */
     if ((pool->flags & PM_POOL_FULL) && (!local || (pool->capacity - pool->used) * 8 >= pool->capacity)) {
         _pm_pool_clear_notify(pool);
-        list_insert_second(heap, pool);
+        list_insert(heap, pool);
     }
-    if (pool->used == 0 && (heap->avail[pool->size_class] != pool || pool->slots > 1))
-        release_pool(heap, pool);
+    if (pool->used == 0) release_pool(heap, pool);
 }
 
 /* Blocks freed by other threads into pools that were full. */
@@ -127,13 +142,12 @@ static void process_delayed(pm_heap_t *heap) {
 static void heap_collect(pm_heap_t *heap, bool keep_current) {
     process_delayed(heap);
     for (unsigned c = 0; c < PM_NCLASSES; c++) {
-        pm_pool_t *pool = heap->avail[c];
+        pm_pool_t *pool = HEAD(heap, c);
         if (pool == &_pm_pool_empty) continue;
         while (pool) {
             pm_pool_t *next = pool->next;
             _pm_pool_drain_remote(pool);
-            bool keep = keep_current && pool == heap->avail[c] && pool->slots == 1;
-            if (pool->used == 0 && !keep) release_pool(heap, pool);
+            if (pool->used == pool->held && !(keep_current && pool->held)) release_pool(heap, pool);
             pool = next;
         }
     }
@@ -152,14 +166,14 @@ static void *pop(pm_pool_t *pool) {
 void *_pm_heap_alloc(pm_heap_t *heap, unsigned c) {
     if (atomic_load_explicit(&heap->delayed, memory_order_relaxed)) process_delayed(heap);
     pm_pool_t *pool;
-    while ((pool = heap->avail[c]) != &_pm_pool_empty) {
+    while ((pool = HEAD(heap, c)) != &_pm_pool_empty) {
         if (pool->free || _pm_pool_refill(pool)) return pop(pool);
         if (_pm_pool_mark_full(pool)) list_remove(heap, pool);
     }
     pool = _pm_arena_pool_acquire(c);
     if (pool == NULL) { errno = ENOMEM; return NULL; }
     _pm_pool_init(pool, heap);
-    list_push_front(heap, pool);
+    list_insert(heap, pool);                 /* the list is empty: it becomes current */
     _pm_pool_refill(pool);
     return pop(pool);
 }
@@ -174,7 +188,7 @@ static pm_heap_t *heap_new(void) {
     }
     pm_heap_t *heap = (pm_heap_t *)slab_next;
     slab_next += size;
-    for (unsigned c = 0; c < PM_NCLASSES; c++) heap->avail[c] = &_pm_pool_empty;
+    for (unsigned i = 0; i <= PM_NCLASSES; i++) heap->avail[i] = &_pm_pool_empty;
     heap->sample_left = 0;                  /* the first allocation arms the sampler */
     heap->rng = _pm_os_random() ^ (uintptr_t)heap;
     heap->all_next = all_heaps;
@@ -223,7 +237,7 @@ void *_pm_orphan_alloc(unsigned c) {
     void *p = NULL;
     if (orphan_heap) {
         /* every free into the orphan's pools was remote: take them back first */
-        for (pm_pool_t *pool = orphan_heap->avail[c]; pool && pool != &_pm_pool_empty; pool = pool->next)
+        for (pm_pool_t *pool = HEAD(orphan_heap, c); pool && pool != &_pm_pool_empty; pool = pool->next)
             _pm_pool_drain_remote(pool);
         p = _pm_heap_alloc(orphan_heap, c);
     }

@@ -104,7 +104,8 @@ struct pm_pool_s {
     uint32_t        capacity;
     uint8_t         size_class;
     uint8_t         slots;       /* 0 while the slot is free */
-    uint8_t         _pad1[2];
+    uint8_t         held;        /* 1 while the heap holds a count in `used` (heap.c, "current") */
+    uint8_t         _pad1[1];
     _Atomic uint32_t sampled;    /* sampled blocks live in this pool (sample.c) */
     _Atomic uint64_t *sampled_bits; /* one bit per block: sampled and live; NULL until needed */
     uint8_t         _pad2[24];
@@ -122,8 +123,11 @@ struct pm_arena_s {
     uint32_t        freed_ms[PM_SLOTS]; /* when each free slot was freed (_pm_os_now_ms) */
 };
 
+/* heap->avail[c + 1] is class c's list; avail[0] is always &_pm_pool_empty, so that
+ * _pm_avail_index maps sizes 1..16 to class 0 with one add and one shift and sends size 0 to the
+ * slow path, which serves it from class 0. */
 struct pm_heap_s {
-    pm_pool_t      *avail[PM_NCLASSES]; /* pools with free blocks; &_pm_pool_empty when none */
+    pm_pool_t      *avail[PM_NCLASSES + 1]; /* pools with free blocks; &_pm_pool_empty when none */
     int64_t         sample_left;        /* bytes until the next sampled allocation (sample.c) */
     uint32_t        sample_epoch;       /* _pm_sample_epoch when sample_left was drawn */
     bool            sampling;           /* inside the sampler: do not sample again */
@@ -134,6 +138,9 @@ struct pm_heap_s {
     bool            abandoned;
     bool            is_static;          /* the empty heap: nothing may be allocated from it */
 };
+
+/* Class c's list of pools in `heap`: its first pool is the current one. */
+#define PM_HEAP_POOLS(heap, c) ((heap)->avail[(c) + 1])
 
 /* ---- size_class.c ------------------------------------------------------------------------- */
 typedef struct {
@@ -152,6 +159,14 @@ PM_INLINE unsigned _pm_class_of(size_t size) {
     size_t x = size - 1;
     unsigned b = 63u - (unsigned)__builtin_clzll(x);
     return 32 + (b - 9) * 4 + ((unsigned)(x >> (b - 2)) & 3);
+}
+
+/* The fast path's index into heap->avail: class + 1; 0 (always an empty pool, so: the slow
+ * path) for size 0 and for sizes above the largest class (see pm_heap_s). */
+PM_INLINE size_t _pm_avail_index(size_t size) {
+    if (PM_LIKELY(size <= PM_SMALL_MAX)) return (size + 15) >> 4;
+    if (size <= PM_LARGE_MAX) return (size_t)_pm_class_of(size) + 1;
+    return 0;
 }
 
 /* ---- os.c: the only file that asks the kernel for memory ---------------------------------- */
@@ -188,8 +203,8 @@ void _pm_arena_counts(pm_arena_counts_t *out);        /* caller holds _pm_arena_
 pm_arena_t *_pm_arena_first(void);                   /* caller holds _pm_arena_lock */
 
 PM_INLINE bool _pm_is_arena_ptr(const void *p) {
-    uintptr_t a = (uintptr_t)p;
-    return (a >> PM_ADDR_BITS) == 0 && _pm_arena_map[a >> PM_ARENA_SHIFT] != 0;
+    uintptr_t i = (uintptr_t)p >> PM_ARENA_SHIFT;
+    return i < sizeof _pm_arena_map && _pm_arena_map[i] != 0;
 }
 PM_INLINE pm_arena_t *_pm_arena_of(const void *p) {
     return (pm_arena_t *)((uintptr_t)p & ~(PM_ARENA_SIZE - 1));

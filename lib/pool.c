@@ -33,6 +33,7 @@ void _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap) {
     __atomic_store_n(&pool->flags, 0, __ATOMIC_RELAXED);
     pool->next = pool->prev = NULL;
     pool->carved = 0;
+    __atomic_store_n(&pool->held, 0, __ATOMIC_RELAXED);
 }
 
 static uintptr_t free_mark(const pm_block_t *b) { return _pm_free_key ^ (uintptr_t)b; }
@@ -107,7 +108,7 @@ bool _pm_pool_check(const pm_pool_t *pool) {
         if ((uint8_t *)b >= pool->start + (size_t)pool->carved * pool->block_size) return false;
         if (b->mark != free_mark(b)) return false;
     }
-    return pool->used + n + (pool->capacity - pool->carved) == pool->capacity;
+    return pool->used - pool->held + n + (pool->capacity - pool->carved) == pool->capacity;
 }
 
 /* ---- the sample bitmap: which blocks of the pool are sampled and live ----

@@ -29,7 +29,10 @@ void _pm_stats_snapshot(pm_stats_snapshot_t *s) {
             const pm_pool_t *pool = &a->pools[i];
             if (pool->head != pool || pool->slots == 0) continue;
             size_t used = __atomic_load_n(&pool->used, __ATOMIC_RELAXED);
+            size_t held = __atomic_load_n(&pool->held, __ATOMIC_RELAXED);   /* heap.c: the heap's own count */
             size_t cap = pool->capacity, size = pool->block_size;
+            used = used > held ? used - held : 0;
+            if (used > cap) used = cap;                     /* read while the owner moved its hold */
             pm_class_stats_t *cs = &s->cls[pool->size_class];
             cs->pools++;
             cs->blocks_used += used;

@@ -4,7 +4,7 @@
 static void check_my_pools(void) {
     pm_heap_t *heap = _pm_heap_tls;
     for (unsigned c = 0; c < PM_NCLASSES; c++) {
-        for (pm_pool_t *p = heap->avail[c]; p && p != &_pm_pool_empty; p = p->next) {
+        for (pm_pool_t *p = PM_HEAP_POOLS(heap, c); p && p != &_pm_pool_empty; p = p->next) {
             cr_assert(_pm_pool_check(p), "pool of class %u broke its invariant", c);
             cr_assert_eq(p->heap, heap);
             cr_assert_eq(p->size_class, c);

@@ -60,7 +60,7 @@ Test(threads, blocks_freed_by_another_thread_are_reused) {
     }
     pm_heap_t *heap = _pm_heap_tls;
     for (unsigned c = 0; c < PM_NCLASSES; c++)
-        for (pm_pool_t *p = heap->avail[c]; p && p != &_pm_pool_empty; p = p->next)
+        for (pm_pool_t *p = PM_HEAP_POOLS(heap, c); p && p != &_pm_pool_empty; p = p->next)
             cr_assert(_pm_pool_check(p));
 }
 
