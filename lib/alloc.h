@@ -58,7 +58,7 @@ PM_INLINE void _pm_free(void *p) {
             block->next = pool->free;
             block->mark = mark;
             pool->free = block;
-            if (PM_UNLIKELY(_pm_pool_used_add(pool, (uint32_t)-1) == 0 || pool->flags))
+            if (PM_UNLIKELY((int32_t)_pm_pool_used_add(pool, (uint32_t)-1) <= 0))   /* empty, or PM_USED_SLOW */
                 _pm_free_local_slow(heap, pool, block);
             return;
         }

@@ -48,10 +48,11 @@ static size_t nheaps, nabandoned;
 /* ---- the per-class pool lists ----
  * HEAD(heap, c) is class c's list; its first pool is the "current" one, the pool the fast path
  * pops from. The heap holds one count in the `used` of its current pool when that pool is a
- * single slot (pool->held). So a free that returns the current pool's last block does not leave
+ * pool of at most 64 KiB (pool->held). So a free that returns the current pool's last block does not leave
  * the fast path (its `used` stays at 1), and a loop that allocates and frees one block never
- * takes the slow path. A multi-slot pool gets no hold: when it empties it goes back to its arena
- * at once, since keeping up to 1 MiB idle per class would cost too much memory. Statistics and
+ * takes the slow path. Only pools up to 64 KiB are held (PM_HOLD_MAX_SLOTS): a bigger one goes
+ * back to its arena as soon as it empties, since keeping up to 1 MiB idle per class would cost
+ * too much memory. Statistics and
  * the pool invariant subtract `held`. */
 
 #define HEAD PM_HEAP_POOLS
@@ -67,7 +68,7 @@ static void set_held(pm_pool_t *pool, uint8_t held) {
 static void set_head(pm_heap_t *heap, unsigned c, pm_pool_t *pool) {
     set_held(HEAD(heap, c), 0);
     HEAD(heap, c) = pool;
-    if (pool != &_pm_pool_empty && pool->slots == 1) set_held(pool, 1);
+    if (pool != &_pm_pool_empty && pool->slots <= PM_HOLD_MAX_SLOTS) set_held(pool, 1);
 }
 
 /* A pool coming back from full goes second: the current pool keeps serving (it may be an empty
@@ -103,22 +104,22 @@ static void release_pool(pm_heap_t *heap, pm_pool_t *pool) {
 
 /* After blocks went back to `pool` (locally, or from the delayed list): the SAMPLED flag goes once
  * no sampled block is left, a full pool returns to its list, and an empty pool returns to its
- * arena. A current single-slot pool never gets here empty: the heap's hold keeps it at 1. */
+ * arena. A held current pool never gets here empty: the heap's hold keeps it at 1. */
 void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
     if (pool->flags & PM_POOL_SAMPLED) {
         if (atomic_load_explicit(&pool->sampled, memory_order_relaxed) == 0)
-            __atomic_store_n(&pool->flags, pool->flags & ~PM_POOL_SAMPLED, __ATOMIC_RELAXED);
+            _pm_pool_set_flags(pool, pool->flags & ~PM_POOL_SAMPLED);
     }
     /* A full pool comes back once an eighth of it is free again, not at its first free block:
      * otherwise a program that frees at random across many full pools (a big, churning heap)
      * makes every allocation fill a pool again, and every fill is a CAS and two list updates.
      * Remote frees (local == false) bring it back at once: the NOTIFY bit they cleared will not
      * tell the owner again. */
-    if ((pool->flags & PM_POOL_FULL) && (!local || (pool->capacity - pool->used) * 8 >= pool->capacity)) {
+    if ((pool->flags & PM_POOL_FULL) && (!local || (pool->capacity - _pm_pool_used(pool)) * 8 >= pool->capacity)) {
         _pm_pool_clear_notify(pool);
         list_insert(heap, pool);
     }
-    if (pool->used == 0) release_pool(heap, pool);
+    if (_pm_pool_used(pool) == 0) release_pool(heap, pool);
 }
 
 /* Blocks freed by other threads into pools that were full. */
@@ -136,7 +137,7 @@ static void process_delayed(pm_heap_t *heap) {
 }
 
 /* Take back everything other threads freed, and return empty pools to the arenas. At thread exit
- * and on adoption (keep_current) each class keeps its current pool if that is a single slot, as a
+ * and on adoption (keep_current) each class keeps its current pool if it is held, as a
  * live thread does, so that a program starting and ending threads by the thousand does not take
  * and give back pools for each one; malloc_trim returns them all. */
 static void heap_collect(pm_heap_t *heap, bool keep_current) {
@@ -147,7 +148,7 @@ static void heap_collect(pm_heap_t *heap, bool keep_current) {
         while (pool) {
             pm_pool_t *next = pool->next;
             _pm_pool_drain_remote(pool);
-            if (pool->used == pool->held && !(keep_current && pool->held)) release_pool(heap, pool);
+            if (_pm_pool_used(pool) == pool->held && !(keep_current && pool->held)) release_pool(heap, pool);
             pool = next;
         }
     }
@@ -163,11 +164,40 @@ static void *pop(pm_pool_t *pool) {
     return b;
 }
 
+/* The current pool ran dry and nothing was freed into it remotely. Before its uncarved tail is
+ * touched (fresh pages: RSS), look down the class's list for blocks already freed: drain each
+ * pool's remote stack, give back a pool that turns out empty, and make the first pool with free
+ * blocks current. Without this, blocks that other threads freed sit in the remote stacks of
+ * pools behind the current one while the thread carves new pages (larson peaked at 1.4x the
+ * RSS of jemalloc). Returns whether a pool with free blocks is current now. */
+static bool switch_to_freed(pm_heap_t *heap, unsigned c) {
+    pm_pool_t *head = HEAD(heap, c), *found = NULL;
+    for (pm_pool_t *p = head->next, *next; p; p = next) {
+        next = p->next;
+        _pm_pool_drain_remote(p);
+        if (_pm_pool_used(p) == 0) { release_pool(heap, p); continue; }   /* not current: no hold */
+        if (p->free) { found = p; break; }
+    }
+    if (found == NULL) return false;
+    list_remove(heap, found);                  /* not the head: the head keeps its hold */
+    found->prev = NULL;
+    found->next = head;
+    head->prev = found;
+    set_head(heap, c, found);                  /* the old head, dry, is second */
+    if (_pm_pool_used(head) == 0) release_pool(heap, head);   /* (it has blocks out: not expected) */
+    return true;
+}
+
+/* The current pool's free list, else what other threads freed into it, else blocks freed into
+ * the class's other pools, else the current pool's uncarved tail; a pool with none of these is
+ * full and leaves the list; with no pool left, a new one. */
 void *_pm_heap_alloc(pm_heap_t *heap, unsigned c) {
     if (atomic_load_explicit(&heap->delayed, memory_order_relaxed)) process_delayed(heap);
     pm_pool_t *pool;
     while ((pool = HEAD(heap, c)) != &_pm_pool_empty) {
-        if (pool->free || _pm_pool_refill(pool)) return pop(pool);
+        if (pool->free || _pm_pool_drain_remote(pool) > 0) return pop(pool);
+        if (pool->next && switch_to_freed(heap, c)) continue;
+        if (_pm_pool_carve(pool)) return pop(pool);
         if (_pm_pool_mark_full(pool)) list_remove(heap, pool);
     }
     pool = _pm_arena_pool_acquire(c);

@@ -2,16 +2,16 @@
  *
  * Glossary (CPython's obmalloc vocabulary, made thread-safe):
  *   block  one allocation handed to the program. Always 16-byte aligned, at least 16 bytes.
- *   pool   a run of 1..16 slots (64 KiB each) carved into blocks of ONE size class. It has a local
+ *   pool   a run of 1..64 slots (16 KiB each) carved into blocks of ONE size class. It has a local
  *          free list (owner thread only), an atomic remote list (frees from other threads), and a
  *          carve offset: blocks past it were never handed out. Its descriptor lives in the arena
  *          header, never among the blocks, so finding it never touches the program's bytes.
- *   arena  a 4 MiB mapping aligned to 4 MiB. Slot 0 holds the arena header (the pool descriptors);
- *          slots 1..63 hold pools. `p & ~(PM_ARENA_SIZE-1)` is the arena of any block p.
+ *   arena  a 4 MiB mapping aligned to 4 MiB. Slots 0 and 1 hold the arena header (the pool
+ *          descriptors); slots 2..255 hold pools. `p & ~(PM_ARENA_SIZE-1)` is the arena of any block p.
  *   heap   what one thread allocates from: per size class, a list of its pools that have (or may
  *          get) free blocks. Pools belong to exactly one heap. A heap whose thread exited is
  *          abandoned and adopted whole by the next thread that needs a heap.
- *   huge   a request above the largest class (1 MiB), or with alignment above 64 KiB: its own
+ *   huge   a request above the largest class (1 MiB), or with alignment above 16 KiB: its own
  *          mapping, recorded in a registry (huge.c) keyed by the block's address.
  *
  * Layers call only downward: override -> alloc -> heap -> pool -> arena -> os.
@@ -40,10 +40,13 @@
 /* ---- Tunables and the layout they imply (see arena.c and pool.c for the reasons) ---------- */
 #define PM_ARENA_SHIFT   22                       /* 4 MiB arenas: few mmaps, one 64-bit slot map */
 #define PM_ARENA_SIZE    ((size_t)1 << PM_ARENA_SHIFT)
-#define PM_SLOT_SHIFT    16                       /* 64 KiB slots: a pool of 16-byte blocks is 4096 */
+#define PM_SLOT_SHIFT    14                       /* 16 KiB slots, as pymalloc's pools (arena.c) */
 #define PM_SLOT_SIZE     ((size_t)1 << PM_SLOT_SHIFT)
-#define PM_SLOTS         (PM_ARENA_SIZE / PM_SLOT_SIZE)   /* 64; slot 0 is the header */
-#define PM_POOL_MAX_SLOTS 16                      /* the largest pool spans 1 MiB */
+#define PM_SLOTS         (PM_ARENA_SIZE / PM_SLOT_SIZE)   /* 256 */
+#define PM_SLOT_WORDS    (PM_SLOTS / 64)          /* a set of slots is this many uint64_t */
+#define PM_HEADER_SLOTS  ((PM_SLOTS * 128 + PM_SLOT_SIZE - 1) / PM_SLOT_SIZE)  /* the descriptors: 2 */
+#define PM_POOL_MAX_SLOTS 64                      /* the largest pool spans 1 MiB */
+#define PM_HOLD_MAX_SLOTS (((size_t)64 << 10) / PM_SLOT_SIZE) /* pools up to 64 KiB stay when empty (heap.c) */
 #define PM_ALIGN         16                       /* every block is 16-byte aligned */
 #define PM_SMALL_MAX     512                      /* 16-byte steps up to here, as pymalloc */
 #define PM_LARGE_MAX     ((size_t)1 << 20)        /* largest pooled size; above it: huge */
@@ -51,7 +54,7 @@
 #define PM_NCLASSES      76                       /* 32 small + 4 per doubling from 512 to 1 MiB */
 #define PM_ADDR_BITS     47                       /* user address space covered by the arena map */
 
-_Static_assert(PM_SLOTS == 64, "the arena's slot bitmap is one uint64_t: PM_SLOTS must be 64");
+_Static_assert(PM_SLOTS % 64 == 0 && PM_POOL_MAX_SLOTS <= 64, "slot sets are whole words; a run fits in two");
 _Static_assert(PM_LARGE_MAX <= PM_POOL_MAX_SLOTS * PM_SLOT_SIZE, "the largest class must fit in the largest pool");
 
 /* ---- Types --------------------------------------------------------------------------------- */
@@ -68,12 +71,15 @@ struct pm_block_s {
     uintptr_t   mark;
 };
 
-/* pool->flags. Either bit sends a local free to the slow path (one test on the fast path).
+/* pool->flags. Either bit sends a local free to the slow path: while any is set, the pool's
+ * `used` carries PM_USED_SLOW, its sign bit, so that the free fast path tests "the pool just
+ * emptied, or has a flag" with the one signed test `--used <= 0`.
  *   FULL     the pool is off its heap's lists, waiting for a free
  *   SAMPLED  some live block of the pool is sampled: frees must check the pool's sample bitmap.
  *            Set by the owner when it samples a block; cleared by the owner once `sampled` is 0. */
 #define PM_POOL_FULL    1u
 #define PM_POOL_SAMPLED 2u
+#define PM_USED_SLOW    0x80000000u
 
 /* The low bit of pool->remote: set by the owner when the pool is full and off its heap's lists.
  * The next remote free then clears it and routes its block to the heap's delayed list, so the
@@ -89,15 +95,14 @@ struct pm_pool_s {
     /* line 0: hot */
     pm_pool_t      *head;        /* the pool this slot belongs to (itself for a pool's first slot) */
     pm_block_t     *free;        /* local free list, owner only */
-    uint32_t        used;        /* blocks out; owner writes, stats read relaxed */
+    uint32_t        used;        /* blocks out, | PM_USED_SLOW; owner writes, stats read relaxed */
     uint32_t        block_size;
     pm_heap_t      *heap;        /* owner; fixed while any block is out */
     uint64_t        divisor;     /* UINT64_MAX / block_size + 1: divisibility without a divide */
-    uint8_t        *start;       /* first byte of block 0 */
+    uint8_t        *start;       /* first byte of block 0; the last block ends where the pool ends */
     _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
-    uint32_t        limit;       /* capacity * block_size: offsets at or past it are not blocks */
     uint8_t         flags;       /* PM_POOL_FULL | PM_POOL_SAMPLED; owner writes (relaxed atomic) */
-    uint8_t         _pad0[3];
+    uint8_t         _pad0[7];
     /* line 1: cold */
     pm_pool_t      *next, *prev; /* the heap's list for this class */
     uint32_t        carved;      /* blocks carved from the never-used tail so far */
@@ -108,20 +113,32 @@ struct pm_pool_s {
     uint8_t         _pad1[1];
     _Atomic uint32_t sampled;    /* sampled blocks live in this pool (sample.c) */
     _Atomic uint64_t *sampled_bits; /* one bit per block: sampled and live; NULL until needed */
-    uint8_t         _pad2[24];
+    uint32_t        freed_ms;    /* while the slot is free: when it was freed (arena.c, purge) */
+    uint8_t         _pad2[20];
 };
 _Static_assert(sizeof(pm_pool_t) == 2 * PM_CACHELINE, "a pool descriptor is two cache lines");
 
+typedef struct { uint64_t w[PM_SLOT_WORDS]; } pm_slotset_t;   /* bit i: slot i */
+
+/* The arena header is the array of slot descriptors. The header slots' own descriptors are never
+ * pools, so the first one holds the arena's fields, after a `head` that, like every slot that
+ * belongs to no pool, points at a pool no free can match (arena.c). */
 struct pm_arena_s {
-    uint64_t        slots_used;  /* bit i: slot i belongs to a pool (bit 0, the header, always) */
-    uint64_t        slots_dirty; /* free slots whose pages may still be resident */
-    pm_arena_t     *next, *prev; /* bucket list by number of free slots (arena.c) */
-    pm_arena_t     *all_next;    /* every mapped arena */
-    uint32_t        nfree;       /* free slots */
-    uint8_t         _pad[PM_CACHELINE - 36];
-    pm_pool_t       pools[PM_SLOTS];
-    uint32_t        freed_ms[PM_SLOTS]; /* when each free slot was freed (_pm_os_now_ms) */
+    union {
+        pm_pool_t   pools[PM_SLOTS];
+        struct {
+            pm_pool_t    *invalid_head; /* pools[0].head */
+            pm_slotset_t  slots_used;   /* slots that belong to a pool, and the header slots */
+            pm_slotset_t  slots_dirty;  /* free slots whose pages may still be resident */
+            pm_arena_t   *next, *prev;  /* bucket list by number of free slots (arena.c) */
+            pm_arena_t   *all_next;     /* every mapped arena */
+            uint32_t      nfree;        /* free slots */
+            uint32_t      max_run;      /* the longest run of free slots, capped at 64 */
+        };
+    };
 };
+_Static_assert(offsetof(pm_arena_t, max_run) + 4 <= sizeof(pm_pool_t), "the arena's fields fit in pools[0]");
+_Static_assert(sizeof(pm_arena_t) <= PM_HEADER_SLOTS * PM_SLOT_SIZE, "the header fits its slots");
 
 /* heap->avail[c + 1] is class c's list; avail[0] is always &_pm_pool_empty, so that
  * _pm_avail_index maps sizes 1..16 to class 0 with one add and one shift and sends size 0 to the
@@ -218,6 +235,7 @@ PM_INLINE pm_pool_t *_pm_pool_of(const void *p) {
 extern pm_pool_t _pm_pool_empty;           /* free == NULL: sends every allocation to the slow path */
 void   _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap);
 bool   _pm_pool_refill(pm_pool_t *pool);   /* drain remote, else carve; false when full */
+bool   _pm_pool_carve(pm_pool_t *pool);    /* a page of fresh blocks onto the free list; false: none left */
 size_t _pm_pool_drain_remote(pm_pool_t *pool);
 bool   _pm_pool_mark_full(pm_pool_t *pool);/* false if a remote free arrived meanwhile */
 void   _pm_pool_clear_notify(pm_pool_t *pool);
@@ -237,13 +255,27 @@ PM_INLINE uint32_t _pm_pool_used_add(pm_pool_t *pool, uint32_t delta) {
     __atomic_store_n(&pool->used, used, __ATOMIC_RELAXED);
     return used;
 }
+/* Blocks out (the count in `used`, without PM_USED_SLOW). */
+PM_INLINE uint32_t _pm_pool_used(const pm_pool_t *pool) {
+    return __atomic_load_n(&pool->used, __ATOMIC_RELAXED) & ~PM_USED_SLOW;
+}
+/* Set pool->flags, and PM_USED_SLOW with them. Owner only. */
+PM_INLINE void _pm_pool_set_flags(pm_pool_t *pool, uint8_t flags) {
+    __atomic_store_n(&pool->flags, flags, __ATOMIC_RELAXED);
+    uint32_t used = (pool->used & ~PM_USED_SLOW) | (flags ? PM_USED_SLOW : 0);
+    __atomic_store_n(&pool->used, used, __ATOMIC_RELAXED);
+}
 
 /* Is p the start of a block of this pool? off is a multiple of block_size exactly when
  * off * ceil(2^64 / block_size) wraps to less than that constant (Lemire, Kaser and Kurz, "Faster
- * remainder by direct computation", 2019; exact for every 32-bit off). */
+ * remainder by direct computation", 2019; exact for every 32-bit off). The pool's blocks end
+ * where its last slot ends, and the tail (less than one block) is in front of block 0, so every
+ * p in the pool's slots has an off in [-tail, capacity * block_size): no bound check is needed
+ * above, and below, the wrapped offsets of the tail all fail the test (test_size_class checks
+ * every byte of every class's tail). */
 PM_INLINE bool _pm_pool_is_block_start(const pm_pool_t *pool, const void *p) {
-    uintptr_t off = (uintptr_t)p - (uintptr_t)pool->start;
-    return off < pool->limit && (uint64_t)off * pool->divisor < pool->divisor;
+    uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
+    return off * pool->divisor < pool->divisor;
 }
 
 /* ---- heap.c ------------------------------------------------------------------------------- */

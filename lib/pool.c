@@ -30,7 +30,7 @@ void _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap) {
     pool->heap = heap;
     pool->divisor = UINT64_MAX / pool->block_size + 1;
     atomic_store_explicit(&pool->remote, 0, memory_order_relaxed);
-    __atomic_store_n(&pool->flags, 0, __ATOMIC_RELAXED);
+    _pm_pool_set_flags(pool, 0);
     pool->next = pool->prev = NULL;
     pool->carved = 0;
     __atomic_store_n(&pool->held, 0, __ATOMIC_RELAXED);
@@ -38,7 +38,7 @@ void _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap) {
 
 static uintptr_t free_mark(const pm_block_t *b) { return _pm_free_key ^ (uintptr_t)b; }
 
-static bool carve(pm_pool_t *pool) {
+bool _pm_pool_carve(pm_pool_t *pool) {
     uint32_t left = pool->capacity - pool->carved;
     if (left == 0) return false;
     uint32_t n = CARVE_BYTES / pool->block_size;
@@ -75,7 +75,7 @@ size_t _pm_pool_drain_remote(pm_pool_t *pool) {
 }
 
 bool _pm_pool_refill(pm_pool_t *pool) {
-    return _pm_pool_drain_remote(pool) > 0 || carve(pool);
+    return _pm_pool_drain_remote(pool) > 0 || _pm_pool_carve(pool);
 }
 
 bool _pm_pool_mark_full(pm_pool_t *pool) {
@@ -83,13 +83,13 @@ bool _pm_pool_mark_full(pm_pool_t *pool) {
     if (!atomic_compare_exchange_strong_explicit(&pool->remote, &expected, PM_REMOTE_NOTIFY,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return false;
-    __atomic_store_n(&pool->flags, pool->flags | PM_POOL_FULL, __ATOMIC_RELAXED);
+    _pm_pool_set_flags(pool, pool->flags | PM_POOL_FULL);
     return true;
 }
 
 void _pm_pool_clear_notify(pm_pool_t *pool) {
     atomic_fetch_and_explicit(&pool->remote, ~PM_REMOTE_NOTIFY, memory_order_acq_rel);
-    __atomic_store_n(&pool->flags, pool->flags & ~PM_POOL_FULL, __ATOMIC_RELAXED);
+    _pm_pool_set_flags(pool, pool->flags & ~PM_POOL_FULL);
 }
 
 uint32_t _pm_pool_free_count(const pm_pool_t *pool) {
@@ -108,15 +108,16 @@ bool _pm_pool_check(const pm_pool_t *pool) {
         if ((uint8_t *)b >= pool->start + (size_t)pool->carved * pool->block_size) return false;
         if (b->mark != free_mark(b)) return false;
     }
-    return pool->used - pool->held + n + (pool->capacity - pool->carved) == pool->capacity;
+    return _pm_pool_used(pool) - pool->held + n + (pool->capacity - pool->carved) == pool->capacity;
 }
 
 /* ---- the sample bitmap: which blocks of the pool are sampled and live ----
- * One bit per block, 512 bytes for the largest capacity (4096 blocks), taken from a small slab of
+ * One bit per block, 128 bytes for the largest capacity (1024 16-byte blocks in one slot; no
+ * multi-slot class has more, which test_size_class checks), taken from a small slab of
  * its own when a pool first holds a sampled block and given back when the pool is released. The
  * owner sets bits, any thread clears them (atomically); `sampled` counts the set bits. */
 
-#define BITMAP_BYTES 512
+#define BITMAP_BYTES (PM_SLOT_SIZE / 16 / 8)
 #define BITMAP_SLAB  ((size_t)64 << 10)
 static pthread_mutex_t bitmap_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *bitmap_free_list;
@@ -151,7 +152,7 @@ bool _pm_pool_sample_mark(pm_pool_t *pool, const void *p) {
     size_t i = block_index(pool, p);
     atomic_fetch_or_explicit(&bits[i / 64], (uint64_t)1 << (i % 64), memory_order_relaxed);
     atomic_fetch_add_explicit(&pool->sampled, 1, memory_order_relaxed);
-    __atomic_store_n(&pool->flags, pool->flags | PM_POOL_SAMPLED, __ATOMIC_RELAXED);
+    _pm_pool_set_flags(pool, pool->flags | PM_POOL_SAMPLED);
     return true;
 }
 

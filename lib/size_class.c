@@ -4,11 +4,15 @@
  *   classes 32..75   four classes per doubling from 640 bytes to 1 MiB (jemalloc's spacing: at
  *                    most 20% lost; every class above 64 KiB is a multiple of 16 KiB)
  *
- * A pool is 1..16 slots of 64 KiB. Each class takes the fewest slots whose tail (the bytes left
- * after the last whole block) is at most 1/8 of the pool, so that e.g. 40 KiB blocks come three to
- * a 128 KiB pool instead of one to a 64 KiB pool. Pools always start on a 64 KiB boundary and block
- * i sits at offset i*size, so a class whose size is a multiple of a power of two up to 64 KiB hands
- * out blocks aligned to it: that is how posix_memalign is served without any extra metadata.
+ * A pool is 1..64 slots of 16 KiB. The small classes (up to 512 bytes) take one slot: a thread
+ * holds at least one pool per class it uses, and one slot keeps that small. The larger classes
+ * take at least 64 KiB, so that a pool of them serves a few allocations before the heap must go
+ * back to the arena for another. Every class takes the fewest slots (from there) whose tail, the
+ * bytes left after the last whole block, is at most 1/8 of the pool, so that e.g. 40 KiB blocks
+ * come three to a 128 KiB pool instead of one to a 64 KiB pool. Pools always start on a 16 KiB boundary and
+ * block i sits at offset i*size, so a class whose size is a multiple of a power of two up to
+ * 16 KiB hands out blocks aligned to it: that is how posix_memalign is served without any extra
+ * metadata.
  */
 #include "internal.h"
 
@@ -23,10 +27,10 @@ static size_t class_size(unsigned c) {
 void _pm_classes_init(void) {
     for (unsigned c = 0; c < PM_NCLASSES; c++) {
         size_t size = class_size(c);
-        unsigned slots = 1;
+        unsigned slots = size <= PM_SMALL_MAX ? 1 : (unsigned)((((size_t)64 << 10) + PM_SLOT_SIZE - 1) / PM_SLOT_SIZE);
         for (;; slots++) {
             size_t pool = slots * PM_SLOT_SIZE, n = pool / size;
-            if (n >= 1 && (pool - n * size) * 8 <= pool) break;
+            if ((n >= 1 && (pool - n * size) * 8 <= pool) || slots == PM_POOL_MAX_SLOTS) break;
         }
         _pm_classes[c].size = (uint32_t)size;
         _pm_classes[c].slots = (uint8_t)slots;

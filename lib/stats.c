@@ -25,10 +25,10 @@ void _pm_stats_snapshot(pm_stats_snapshot_t *s) {
     pm_arena_counts_t ac;
     _pm_arena_counts(&ac);
     for (pm_arena_t *a = _pm_arena_first(); a; a = a->all_next) {
-        for (unsigned i = 1; i < PM_SLOTS; i++) {
+        for (unsigned i = PM_HEADER_SLOTS; i < PM_SLOTS; i++) {
             const pm_pool_t *pool = &a->pools[i];
             if (pool->head != pool || pool->slots == 0) continue;
-            size_t used = __atomic_load_n(&pool->used, __ATOMIC_RELAXED);
+            size_t used = _pm_pool_used(pool);
             size_t held = __atomic_load_n(&pool->held, __ATOMIC_RELAXED);   /* heap.c: the heap's own count */
             size_t cap = pool->capacity, size = pool->block_size;
             used = used > held ? used - held : 0;
@@ -48,7 +48,7 @@ void _pm_stats_snapshot(pm_stats_snapshot_t *s) {
     s->arenas_mapped_total = ac.arenas_mapped_total;
     s->arenas_unmapped_total = ac.arenas_unmapped_total;
     s->dirty_slots = ac.dirty_slots;
-    s->arena_headers = ac.arenas * PM_SLOT_SIZE;
+    s->arena_headers = ac.arenas * PM_HEADER_SLOTS * PM_SLOT_SIZE;
     s->free_slots = ac.free_slots * PM_SLOT_SIZE;
     s->huge_count = huge.count;
     s->huge_requested = huge.requested;

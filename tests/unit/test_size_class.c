@@ -42,24 +42,28 @@ Test(size_class, pools_lose_at_most_an_eighth_to_their_tail) {
         cr_assert_leq(ci->slots, PM_POOL_MAX_SLOTS);
         cr_assert_eq(ci->capacity, pool / ci->size);
         cr_assert_leq((pool - ci->capacity * ci->size) * 8, pool, "class %u", c);
+        cr_assert_leq(ci->capacity, PM_SLOT_SIZE / 16, "class %u: pool.c's sample bitmap covers 1024 blocks", c);
     }
 }
 
-/* The free path tells a block start from any other address with one multiply (no divide).
- * Check it against a real division for every offset of every class's pool. */
+/* The free path tells a block start from any other address of the pool with one multiply (no
+ * divide, no bound check: the blocks end where the pool ends and the tail is in front). Check it
+ * against a real division for every byte of every class's pool, tail included. */
 Test(size_class, reciprocal_block_check_is_exact) {
     for (unsigned c = 0; c < PM_NCLASSES; c++) {
         pm_pool_t pool = { 0 };
-        pool.start = (uint8_t *)(uintptr_t)PM_ARENA_SIZE;
+        uint8_t *base = (uint8_t *)(uintptr_t)PM_ARENA_SIZE;
+        size_t span = (size_t)_pm_classes[c].slots * PM_SLOT_SIZE;
         pool.block_size = _pm_classes[c].size;
         pool.capacity = _pm_classes[c].capacity;
         pool.divisor = UINT64_MAX / pool.block_size + 1;
-        pool.limit = pool.capacity * pool.block_size;
-        size_t span = (size_t)_pm_classes[c].slots * PM_SLOT_SIZE;
-        for (size_t off = 0; off < span; off += (c < 40 ? 1 : 16)) {
-            bool want = off % pool.block_size == 0 && off / pool.block_size < pool.capacity;
-            cr_assert_eq(_pm_pool_is_block_start(&pool, pool.start + off), want, "class %u offset %zu", c, off);
+        size_t tail = span - (size_t)pool.capacity * pool.block_size;
+        pool.start = base + tail;
+        for (size_t at = 0; at < span; at += (c < 48 ? 1 : 16)) {
+            bool want = at >= tail && (at - tail) % pool.block_size == 0;
+            cr_assert_eq(_pm_pool_is_block_start(&pool, base + at), want, "class %u byte %zu of the pool", c, at);
         }
-        cr_assert_not(_pm_pool_is_block_start(&pool, pool.start - 16));
+        for (size_t m = 1; m <= tail; m++)       /* every byte of the tail, whatever the stride above */
+            cr_assert_not(_pm_pool_is_block_start(&pool, pool.start - m), "class %u tail byte -%zu", c, m);
     }
 }
