@@ -48,12 +48,11 @@ static size_t nheaps, nabandoned;
 /* ---- the per-class pool lists ----
  * HEAD(heap, c) is class c's list; its first pool is the "current" one, the pool the fast path
  * pops from. The heap holds one count in the `used` of its current pool when that pool is a
- * pool of at most 64 KiB (pool->held). So a free that returns the current pool's last block does not leave
- * the fast path (its `used` stays at 1), and a loop that allocates and frees one block never
- * takes the slow path. Only pools up to 64 KiB are held (PM_HOLD_MAX_SLOTS): a bigger one goes
- * back to its arena as soon as it empties, since keeping up to 1 MiB idle per class would cost
- * too much memory. Statistics and
- * the pool invariant subtract `held`. */
+ * pool of at most 64 KiB (pool->held). So a free that returns the current pool's last block does
+ * not leave the fast path (its `used` stays at 1), and a loop that allocates and frees one block
+ * never takes the slow path. Only pools up to 64 KiB are held (PM_HOLD_MAX_SLOTS): a bigger one
+ * goes back to its arena as soon as it empties, since keeping up to 1 MiB idle per class would
+ * cost too much memory. Statistics and the pool invariant subtract `held`. */
 
 #define HEAD PM_HEAP_POOLS
 
@@ -63,8 +62,8 @@ static void set_held(pm_pool_t *pool, uint8_t held) {
     __atomic_store_n(&pool->held, held, __ATOMIC_RELAXED);
 }
 
-/* Change class c's current pool. The old one loses its hold: callers only do this when the old
- * pool leaves the list (full or released), or when there was none. */
+/* Change class c's current pool. The old one loses its hold; it leaves the list (full or
+ * released), or stays behind it dry, with blocks out (switch_to_freed), so it is not empty. */
 static void set_head(pm_heap_t *heap, unsigned c, pm_pool_t *pool) {
     set_held(HEAD(heap, c), 0);
     HEAD(heap, c) = pool;
@@ -77,16 +76,28 @@ static void list_insert(pm_heap_t *heap, pm_pool_t *pool) {
     pm_pool_t *first = HEAD(heap, pool->size_class);
     if (first == &_pm_pool_empty) {
         pool->prev = pool->next = NULL;
+        heap->last[pool->size_class] = pool;
         set_head(heap, pool->size_class, pool);
         return;
     }
     pool->prev = first;
     pool->next = first->next;
     if (pool->next) pool->next->prev = pool;
+    else heap->last[pool->size_class] = pool;
     first->next = pool;
 }
 
+/* At the end of the list (not on an empty one: the caller has a current pool). */
+static void list_append(pm_heap_t *heap, pm_pool_t *pool) {
+    pm_pool_t *last = heap->last[pool->size_class];
+    pool->prev = last;
+    pool->next = NULL;
+    last->next = pool;
+    heap->last[pool->size_class] = pool;
+}
+
 static void list_remove(pm_heap_t *heap, pm_pool_t *pool) {
+    if (heap->last[pool->size_class] == pool) heap->last[pool->size_class] = pool->prev;
     if (pool->prev) pool->prev->next = pool->next;
     else set_head(heap, pool->size_class, pool->next ? pool->next : &_pm_pool_empty);
     if (pool->next) pool->next->prev = pool->prev;
@@ -167,24 +178,38 @@ static void *pop(pm_pool_t *pool) {
 /* The current pool ran dry and nothing was freed into it remotely. Before its uncarved tail is
  * touched (fresh pages: RSS), look down the class's list for blocks already freed: drain each
  * pool's remote stack, give back a pool that turns out empty, and make the first pool with free
- * blocks current. Without this, blocks that other threads freed sit in the remote stacks of
- * pools behind the current one while the thread carves new pages (larson peaked at 1.4x the
- * RSS of jemalloc). Returns whether a pool with free blocks is current now. */
+ * blocks current. The dry pool stays second, so the pools used last are tried first (the
+ * thread's working set stays small), and a pool the walk finds dry goes to the end of the list,
+ * so dry pools never pile up at the front to be walked again: each is passed over at most once
+ * per trip through the list. Without this, blocks that other threads freed sit in the remote
+ * stacks of pools behind the current one while the thread carves new pages: larson peaked at
+ * 1.4x the RSS of jemalloc. Returns whether a pool with free blocks is current now. */
+#define SWITCH_SCAN 16
+
 static bool switch_to_freed(pm_heap_t *heap, unsigned c) {
-    pm_pool_t *head = HEAD(heap, c), *found = NULL;
+    pm_pool_t *head = HEAD(heap, c), *found = NULL, *stop = heap->last[c];
+    unsigned n = 0;
     for (pm_pool_t *p = head->next, *next; p; p = next) {
         next = p->next;
+        bool at_stop = p == stop;
         _pm_pool_drain_remote(p);
-        if (_pm_pool_used(p) == 0) { release_pool(heap, p); continue; }   /* not current: no hold */
-        if (p->free) { found = p; break; }
+        if (_pm_pool_used(p) == 0) {
+            release_pool(heap, p);                 /* not current: no hold */
+        } else if (p->free) {
+            found = p;
+            break;
+        } else if (!at_stop) {
+            list_remove(heap, p);                  /* dry: to the back */
+            list_append(heap, p);
+        }
+        if (at_stop || ++n == SWITCH_SCAN) break;
     }
     if (found == NULL) return false;
-    list_remove(heap, found);                  /* not the head: the head keeps its hold */
+    list_remove(heap, found);                      /* not the head: the head keeps its hold */
     found->prev = NULL;
     found->next = head;
     head->prev = found;
-    set_head(heap, c, found);                  /* the old head, dry, is second */
-    if (_pm_pool_used(head) == 0) release_pool(heap, head);   /* (it has blocks out: not expected) */
+    set_head(heap, c, found);                      /* the old head is second */
     return true;
 }
 

@@ -145,6 +145,7 @@ _Static_assert(sizeof(pm_arena_t) <= PM_HEADER_SLOTS * PM_SLOT_SIZE, "the header
  * slow path, which serves it from class 0. */
 struct pm_heap_s {
     pm_pool_t      *avail[PM_NCLASSES + 1]; /* pools with free blocks; &_pm_pool_empty when none */
+    pm_pool_t      *last[PM_NCLASSES];      /* the last pool of each class's list; NULL when none */
     int64_t         sample_left;        /* bytes until the next sampled allocation (sample.c) */
     uint32_t        sample_epoch;       /* _pm_sample_epoch when sample_left was drawn */
     bool            sampling;           /* inside the sampler: do not sample again */
@@ -179,9 +180,15 @@ PM_INLINE unsigned _pm_class_of(size_t size) {
 }
 
 /* The fast path's index into heap->avail: class + 1; 0 (always an empty pool, so: the slow
- * path) for size 0 and for sizes above the largest class (see pm_heap_s). */
+ * path) for size 0 and for sizes above the largest class (see pm_heap_s). Up to 512 bytes by
+ * arithmetic; up to 64 KiB by a table with one entry per 128 bytes (every class boundary in
+ * that range is a multiple of 128; size_class.c fills it, and until then it sends every size to
+ * the slow path, which initializes); above, by _pm_class_of. */
+#define PM_TABLE_MAX ((size_t)64 << 10)
+extern uint8_t _pm_avail_table[PM_TABLE_MAX >> 7];
 PM_INLINE size_t _pm_avail_index(size_t size) {
     if (PM_LIKELY(size <= PM_SMALL_MAX)) return (size + 15) >> 4;
+    if (size <= PM_TABLE_MAX) return _pm_avail_table[(size - 1) >> 7];
     if (size <= PM_LARGE_MAX) return (size_t)_pm_class_of(size) + 1;
     return 0;
 }

@@ -17,6 +17,7 @@
 #include "internal.h"
 
 pm_class_info_t _pm_classes[PM_NCLASSES];
+uint8_t _pm_avail_table[PM_TABLE_MAX >> 7];
 
 static size_t class_size(unsigned c) {
     if (c < 32) return (size_t)(c + 1) * 16;
@@ -36,4 +37,6 @@ void _pm_classes_init(void) {
         _pm_classes[c].slots = (uint8_t)slots;
         _pm_classes[c].capacity = (uint32_t)(slots * PM_SLOT_SIZE / size);
     }
+    for (size_t i = PM_SMALL_MAX >> 7; i < sizeof _pm_avail_table; i++)   /* sizes i*128+1 .. (i+1)*128 */
+        _pm_avail_table[i] = (uint8_t)(_pm_class_of(i * 128 + 1) + 1);
 }

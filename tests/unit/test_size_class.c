@@ -67,3 +67,13 @@ Test(size_class, reciprocal_block_check_is_exact) {
             cr_assert_not(_pm_pool_is_block_start(&pool, pool.start - m), "class %u tail byte -%zu", c, m);
     }
 }
+
+/* The fast path's list index: arithmetic up to 512 bytes, a table up to 64 KiB, arithmetic above;
+ * all three agree with _pm_class_of for every size, and size 0 and huge sizes get index 0. */
+Test(size_class, fast_path_index_matches_the_class_of_every_size) {
+    for (size_t size = 1; size <= PM_LARGE_MAX; size++)
+        cr_assert_eq(_pm_avail_index(size), (size_t)_pm_class_of(size) + 1, "size %zu", size);
+    cr_assert_eq(_pm_avail_index(0), 0);
+    cr_assert_eq(_pm_avail_index(PM_LARGE_MAX + 1), 0);
+    cr_assert_eq(_pm_avail_index(SIZE_MAX), 0);
+}
