@@ -2,9 +2,9 @@
  *
  * Layout of an arena (aligned to its size, so `p & ~(PM_ARENA_SIZE-1)` finds it):
  *
- *   slots 0..1    pm_arena_t: 256 pool descriptors of 128 bytes; the first header slot's own
- *                 descriptor holds the arena's fields (slot sets, bucket links, free count)
- *   slots 2..255  pools of 1..64 slots each, or free
+ *   slots 0..2    pm_arena_t: the slot-to-pool map (a pointer per slot), when each free slot
+ *                 was freed, the slot sets, bucket links, and 256 pool descriptors of 128 bytes
+ *   slots 3..255  pools of 1..64 slots each, or free
  *
  * Why 16 KiB slots (pymalloc's pool size since 3.10): each thread owns at least one pool per size
  * class it uses, so the slot is the granularity of per-thread memory. With 64 KiB slots a server
@@ -45,6 +45,7 @@ pthread_mutex_t _pm_arena_lock = PTHREAD_MUTEX_INITIALIZER;
 static pm_pool_t pool_invalid;
 
 static pm_arena_t *buckets[PM_SLOTS];   /* buckets[n]: arenas whose longest free run is n >= 1 */
+static pm_slotset_t buckets_used;       /* bit n: buckets[n] is not empty (a set of bucket numbers) */
 static pm_arena_t *all_arenas;
 static size_t narenas, nfree_arenas, mapped_total, unmapped_total, dirty_slots;
 
@@ -96,7 +97,23 @@ static unsigned set_next(const pm_slotset_t *s, unsigned i, bool clear) {
 
 /* ---- arenas ---- */
 
-/* The longest run of free slots in `a`: its bucket. */
+/* The last set bit below i (the header slots are always set, so there is one for i >= 2). */
+static unsigned set_prev(const pm_slotset_t *s, unsigned i) {
+    for (unsigned w = i / 64 + 1; w-- > 0;) {
+        uint64_t bits = s->w[w];
+        if (w == i / 64) bits &= ((uint64_t)1 << (i % 64)) - 1;
+        if (bits) return w * 64 + 63u - (unsigned)__builtin_clzll(bits);
+    }
+    return 0;
+}
+
+/* The run of free slots around the free slot i: its length. */
+static unsigned free_run_length(const pm_slotset_t *used, unsigned i) {
+    return set_next(used, i, false) - (set_prev(used, i) + 1);
+}
+
+/* The longest run of free slots in `a`: its bucket. A full scan; acquire and release keep it up
+ * to date without one unless they split the longest run. */
 static void update_max_run(pm_arena_t *a) {
     unsigned best = 0;
     for (unsigned i = set_next(&a->slots_used, PM_HEADER_SLOTS, true); i < PM_SLOTS;) {
@@ -110,13 +127,14 @@ static void update_max_run(pm_arena_t *a) {
 static void bucket_remove(pm_arena_t *a) {
     if (a->max_run == 0) return;
     if (a->prev) a->prev->next = a->next; else buckets[a->max_run] = a->next;
+    if (buckets[a->max_run] == NULL) buckets_used.w[a->max_run / 64] &= ~((uint64_t)1 << (a->max_run % 64));
     if (a->next) a->next->prev = a->prev;
     a->next = a->prev = NULL;
 }
 
 static void bucket_insert(pm_arena_t *a) {
-    update_max_run(a);
     if (a->max_run == 0) return;
+    buckets_used.w[a->max_run / 64] |= (uint64_t)1 << (a->max_run % 64);
     a->prev = NULL;
     a->next = buckets[a->max_run];
     if (a->next) a->next->prev = a;
@@ -126,11 +144,11 @@ static void bucket_insert(pm_arena_t *a) {
 static pm_arena_t *arena_map_new(void) {
     pm_arena_t *a = _pm_os_map_aligned(PM_ARENA_SIZE, PM_ARENA_SIZE);
     if (a == NULL) return NULL;
-    for (unsigned i = 0; i < PM_SLOTS; i++) a->pools[i].head = &pool_invalid;  /* a->invalid_head too */
+    for (unsigned i = 0; i < PM_SLOTS; i++) a->heads[i] = &pool_invalid;
     a->slots_used = set_run(0, PM_HEADER_SLOTS);
     a->slots_dirty = (pm_slotset_t){{0}};
     a->nfree = ARENA_FREE_SLOTS;
-    a->max_run = 0;
+    a->max_run = ARENA_FREE_SLOTS;
     a->all_next = all_arenas;
     all_arenas = a;
     narenas++; nfree_arenas++; mapped_total++;
@@ -200,7 +218,7 @@ static size_t purge(uint32_t cutoff) {
     for (pm_arena_t *a = all_arenas; a; a = a->all_next) {
         pm_slotset_t old = {{0}};
         for (unsigned i = set_next(&a->slots_dirty, 0, false); i < PM_SLOTS; i = set_next(&a->slots_dirty, i + 1, false)) {
-            if ((int32_t)(a->pools[i].freed_ms - cutoff) <= 0 || cutoff == UINT32_MAX) old.w[i / 64] |= (uint64_t)1 << (i % 64);
+            if ((int32_t)(a->freed_ms[i] - cutoff) <= 0 || cutoff == UINT32_MAX) old.w[i / 64] |= (uint64_t)1 << (i % 64);
         }
         if (set_any(&old)) released += decommit(a, &old);
     }
@@ -230,11 +248,15 @@ pm_pool_t *_pm_arena_pool_acquire(unsigned size_class) {
     int at = -1;
     /* A one-slot pool takes a dirty slot if any arena has one (best fit first), since a clean
      * slot would add to the RSS while the dirty ones wait for their purge. */
-    for (unsigned n = 1; slots == 1 && dirty_slots > 0 && n < PM_SLOTS && arena == NULL; n++) {
-        for (pm_arena_t *a = buckets[n]; a; a = a->next)
-            if (set_any(&a->slots_dirty)) { arena = a; break; }
+    if (slots == 1 && dirty_slots > 0) {
+        for (unsigned n = set_next(&buckets_used, 1, false); n < PM_SLOTS && arena == NULL; n = set_next(&buckets_used, n + 1, false))
+            for (pm_arena_t *a = buckets[n]; a; a = a->next)
+                if (set_any(&a->slots_dirty)) { arena = a; break; }
     }
-    for (unsigned n = slots; n < PM_SLOTS && arena == NULL; n++) arena = buckets[n];
+    if (arena == NULL) {
+        unsigned n = set_next(&buckets_used, slots, false);
+        if (n < PM_SLOTS) arena = buckets[n];
+    }
     if (arena) at = arena_find_run(arena, slots);
     if (at < 0) {
         arena = arena_map_new();
@@ -242,6 +264,7 @@ pm_pool_t *_pm_arena_pool_acquire(unsigned size_class) {
         at = PM_HEADER_SLOTS;
     }
     pm_slotset_t run = set_run((unsigned)at, slots), was_dirty;
+    bool split_longest = free_run_length(&arena->slots_used, (unsigned)at) == arena->max_run;
     if (arena->nfree == ARENA_FREE_SLOTS) nfree_arenas--;
     bucket_remove(arena);
     for (unsigned i = 0; i < PM_SLOT_WORDS; i++) {
@@ -251,9 +274,10 @@ pm_pool_t *_pm_arena_pool_acquire(unsigned size_class) {
     }
     dirty_slots -= set_count(&was_dirty);
     arena->nfree -= slots;
+    if (split_longest) update_max_run(arena);
     bucket_insert(arena);
     pm_pool_t *pool = &arena->pools[at];
-    for (unsigned i = 0; i < slots; i++) arena->pools[at + i].head = pool;
+    for (unsigned i = 0; i < slots; i++) arena->heads[at + i] = pool;
     pool->slots = (uint8_t)slots;
     pool->size_class = (uint8_t)size_class;
     pool->block_size = ci->size;
@@ -272,8 +296,8 @@ void _pm_arena_pool_release(pm_pool_t *pool) {
     pthread_mutex_lock(&_pm_arena_lock);
     uint32_t now = _pm_os_now_ms();
     for (unsigned i = 0; i < slots; i++) {
-        arena->pools[at + i].head = &pool_invalid;
-        arena->pools[at + i].freed_ms = now;
+        arena->heads[at + i] = &pool_invalid;
+        arena->freed_ms[at + i] = now;
     }
     pool->slots = 0;
     pool->heap = NULL;
@@ -284,6 +308,8 @@ void _pm_arena_pool_release(pm_pool_t *pool) {
     }
     dirty_slots += slots;
     arena->nfree += slots;
+    unsigned merged = free_run_length(&arena->slots_used, at);
+    if (merged > arena->max_run) arena->max_run = merged;
     bucket_insert(arena);
     if (arena->nfree == ARENA_FREE_SLOTS) {
         nfree_arenas++;
@@ -321,3 +347,33 @@ void _pm_arena_counts(pm_arena_counts_t *out) {
 }
 
 pm_arena_t *_pm_arena_first(void) { return all_arenas; }
+
+/* The arena invariants, for tests: nfree counts the free slots; dirty slots are free; max_run is
+ * the longest free run and the arena sits in that bucket; every used slot maps to the pool whose
+ * run covers it and every free slot to pool_invalid; dirty_slots is the sum over arenas. */
+bool _pm_arena_check(void) {
+    bool ok = true;
+    size_t dirty = 0;
+    pthread_mutex_lock(&_pm_arena_lock);
+    for (pm_arena_t *a = all_arenas; a && ok; a = a->all_next) {
+        unsigned nfree = 0;
+        for (unsigned i = 0; i < PM_SLOTS; i++) {
+            bool used = (a->slots_used.w[i / 64] >> (i % 64)) & 1, dirty_bit = (a->slots_dirty.w[i / 64] >> (i % 64)) & 1;
+            if (i < PM_HEADER_SLOTS) { ok &= used && !dirty_bit && a->heads[i] == &pool_invalid; continue; }
+            if (!used) { nfree++; ok &= a->heads[i] == &pool_invalid; continue; }
+            const pm_pool_t *p = a->heads[i];
+            unsigned at = (unsigned)(p - a->pools);
+            ok &= !dirty_bit && at < PM_SLOTS && at <= i && i < at + p->slots;
+        }
+        dirty += set_count(&a->slots_dirty);
+        unsigned max_run = a->max_run;
+        update_max_run(a);
+        ok &= nfree == a->nfree && max_run == a->max_run;
+        bool listed = a->max_run == 0;
+        for (pm_arena_t *b = buckets[a->max_run]; b && !listed; b = b->next) listed = b == a;
+        ok &= listed;
+    }
+    ok &= dirty == dirty_slots;
+    pthread_mutex_unlock(&_pm_arena_lock);
+    return ok;
+}

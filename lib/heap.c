@@ -383,3 +383,19 @@ void _pm_heap_fork_child(void) {
         if (h != mine && h != orphan_heap && !h->abandoned) h->abandoned = true;  /* retired */
     }
 }
+
+/* The list invariants of a heap, for tests (owner thread only): each class's list is linked both
+ * ways and ends at last[c]; its pools belong to this heap and class, are not full, and pass
+ * _pm_pool_check; only the current pool is held, and it is held exactly when it is small enough. */
+bool _pm_heap_check(pm_heap_t *heap) {
+    for (unsigned c = 0; c < PM_NCLASSES; c++) {
+        pm_pool_t *prev = NULL;
+        for (pm_pool_t *p = HEAD(heap, c); p && p != &_pm_pool_empty; prev = p, p = p->next) {
+            if (p->prev != prev || p->heap != heap || p->size_class != c || (p->flags & PM_POOL_FULL)) return false;
+            if (p->held != (prev == NULL && p->slots <= PM_HOLD_MAX_SLOTS)) return false;
+            if (!_pm_pool_check(p)) return false;
+        }
+        if (heap->last[c] != prev) return false;
+    }
+    return true;
+}

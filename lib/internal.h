@@ -6,8 +6,8 @@
  *          free list (owner thread only), an atomic remote list (frees from other threads), and a
  *          carve offset: blocks past it were never handed out. Its descriptor lives in the arena
  *          header, never among the blocks, so finding it never touches the program's bytes.
- *   arena  a 4 MiB mapping aligned to 4 MiB. Slots 0 and 1 hold the arena header (the pool
- *          descriptors); slots 2..255 hold pools. `p & ~(PM_ARENA_SIZE-1)` is the arena of any block p.
+ *   arena  a 4 MiB mapping aligned to 4 MiB. Slots 0..2 hold the arena header (slot map and
+ *          pool descriptors); slots 3..255 hold pools. `p & ~(PM_ARENA_SIZE-1)` is the arena of any block p.
  *   heap   what one thread allocates from: per size class, a list of its pools that have (or may
  *          get) free blocks. Pools belong to exactly one heap. A heap whose thread exited is
  *          abandoned and adopted whole by the next thread that needs a heap.
@@ -44,7 +44,7 @@
 #define PM_SLOT_SIZE     ((size_t)1 << PM_SLOT_SHIFT)
 #define PM_SLOTS         (PM_ARENA_SIZE / PM_SLOT_SIZE)   /* 256 */
 #define PM_SLOT_WORDS    (PM_SLOTS / 64)          /* a set of slots is this many uint64_t */
-#define PM_HEADER_SLOTS  ((PM_SLOTS * 128 + PM_SLOT_SIZE - 1) / PM_SLOT_SIZE)  /* the descriptors: 2 */
+#define PM_HEADER_SLOTS  3                        /* sizeof(pm_arena_t): 35 KiB (asserted below) */
 #define PM_POOL_MAX_SLOTS 64                      /* the largest pool spans 1 MiB */
 #define PM_HOLD_MAX_SLOTS (((size_t)64 << 10) / PM_SLOT_SIZE) /* pools up to 64 KiB stay when empty (heap.c) */
 #define PM_ALIGN         16                       /* every block is 16-byte aligned */
@@ -93,7 +93,6 @@ struct pm_block_s {
  *   remote list or the heap's delayed list are still `used`). */
 struct pm_pool_s {
     /* line 0: hot */
-    pm_pool_t      *head;        /* the pool this slot belongs to (itself for a pool's first slot) */
     pm_block_t     *free;        /* local free list, owner only */
     uint32_t        used;        /* blocks out, | PM_USED_SLOW; owner writes, stats read relaxed */
     uint32_t        block_size;
@@ -102,7 +101,7 @@ struct pm_pool_s {
     uint8_t        *start;       /* first byte of block 0; the last block ends where the pool ends */
     _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
     uint8_t         flags;       /* PM_POOL_FULL | PM_POOL_SAMPLED; owner writes (relaxed atomic) */
-    uint8_t         _pad0[7];
+    uint8_t         _pad0[15];
     /* line 1: cold */
     pm_pool_t      *next, *prev; /* the heap's list for this class */
     uint32_t        carved;      /* blocks carved from the never-used tail so far */
@@ -113,32 +112,29 @@ struct pm_pool_s {
     uint8_t         _pad1[1];
     _Atomic uint32_t sampled;    /* sampled blocks live in this pool (sample.c) */
     _Atomic uint64_t *sampled_bits; /* one bit per block: sampled and live; NULL until needed */
-    uint32_t        freed_ms;    /* while the slot is free: when it was freed (arena.c, purge) */
-    uint8_t         _pad2[20];
+    uint8_t         _pad2[24];
 };
 _Static_assert(sizeof(pm_pool_t) == 2 * PM_CACHELINE, "a pool descriptor is two cache lines");
 
 typedef struct { uint64_t w[PM_SLOT_WORDS]; } pm_slotset_t;   /* bit i: slot i */
 
-/* The arena header is the array of slot descriptors. The header slots' own descriptors are never
- * pools, so the first one holds the arena's fields, after a `head` that, like every slot that
- * belongs to no pool, points at a pool no free can match (arena.c). */
+/* The arena header. `heads` maps each slot to its pool, in a compact array so that making or
+ * releasing a pool of many slots writes a few cache lines, not one per slot; a slot that belongs
+ * to no pool maps to a pool no free can match (arena.c). pools[i] is the descriptor of a pool
+ * that starts at slot i; the header slots' own entries are unused. */
 struct pm_arena_s {
-    union {
-        pm_pool_t   pools[PM_SLOTS];
-        struct {
-            pm_pool_t    *invalid_head; /* pools[0].head */
-            pm_slotset_t  slots_used;   /* slots that belong to a pool, and the header slots */
-            pm_slotset_t  slots_dirty;  /* free slots whose pages may still be resident */
-            pm_arena_t   *next, *prev;  /* bucket list by number of free slots (arena.c) */
-            pm_arena_t   *all_next;     /* every mapped arena */
-            uint32_t      nfree;        /* free slots */
-            uint32_t      max_run;      /* the longest run of free slots, capped at 64 */
-        };
-    };
+    pm_pool_t      *heads[PM_SLOTS];
+    uint32_t        freed_ms[PM_SLOTS]; /* when each free slot was freed (_pm_os_now_ms) */
+    pm_slotset_t    slots_used;         /* slots that belong to a pool, and the header slots */
+    pm_slotset_t    slots_dirty;        /* free slots whose pages may still be resident */
+    pm_arena_t     *next, *prev;        /* bucket list by the longest run of free slots (arena.c) */
+    pm_arena_t     *all_next;           /* every mapped arena */
+    uint32_t        nfree;              /* free slots */
+    uint32_t        max_run;            /* the longest run of free slots */
+    pm_pool_t       pools[PM_SLOTS] __attribute__((aligned(PM_CACHELINE)));
 };
-_Static_assert(offsetof(pm_arena_t, max_run) + 4 <= sizeof(pm_pool_t), "the arena's fields fit in pools[0]");
-_Static_assert(sizeof(pm_arena_t) <= PM_HEADER_SLOTS * PM_SLOT_SIZE, "the header fits its slots");
+_Static_assert(sizeof(pm_arena_t) <= PM_HEADER_SLOTS * PM_SLOT_SIZE && sizeof(pm_arena_t) > (PM_HEADER_SLOTS - 1) * PM_SLOT_SIZE,
+               "the header takes exactly PM_HEADER_SLOTS slots");
 
 /* heap->avail[c + 1] is class c's list; avail[0] is always &_pm_pool_empty, so that
  * _pm_avail_index maps sizes 1..16 to class 0 with one add and one shift and sends size 0 to the
@@ -225,6 +221,7 @@ typedef struct {
 } pm_arena_counts_t;
 void _pm_arena_counts(pm_arena_counts_t *out);        /* caller holds _pm_arena_lock */
 pm_arena_t *_pm_arena_first(void);                   /* caller holds _pm_arena_lock */
+bool _pm_arena_check(void);                          /* the invariants of every arena (tests) */
 
 PM_INLINE bool _pm_is_arena_ptr(const void *p) {
     uintptr_t i = (uintptr_t)p >> PM_ARENA_SHIFT;
@@ -235,7 +232,7 @@ PM_INLINE pm_arena_t *_pm_arena_of(const void *p) {
 }
 PM_INLINE pm_pool_t *_pm_pool_of(const void *p) {
     pm_arena_t *arena = _pm_arena_of(p);
-    return arena->pools[((uintptr_t)p >> PM_SLOT_SHIFT) & (PM_SLOTS - 1)].head;
+    return arena->heads[((uintptr_t)p >> PM_SLOT_SHIFT) & (PM_SLOTS - 1)];
 }
 
 /* ---- pool.c ------------------------------------------------------------------------------- */
@@ -300,6 +297,7 @@ void  _pm_heap_fork_prepare(void);
 void  _pm_heap_fork_parent(void);
 void  _pm_heap_fork_child(void);
 size_t _pm_heap_count(size_t *abandoned);
+bool   _pm_heap_check(pm_heap_t *heap);   /* the list invariants (tests; owner only) */
 
 /* ---- huge.c ------------------------------------------------------------------------------- */
 void  *_pm_huge_alloc(size_t size, size_t align, bool zero);

@@ -27,7 +27,7 @@ void _pm_stats_snapshot(pm_stats_snapshot_t *s) {
     for (pm_arena_t *a = _pm_arena_first(); a; a = a->all_next) {
         for (unsigned i = PM_HEADER_SLOTS; i < PM_SLOTS; i++) {
             const pm_pool_t *pool = &a->pools[i];
-            if (pool->head != pool || pool->slots == 0) continue;
+            if (a->heads[i] != pool || pool->slots == 0) continue;
             size_t used = _pm_pool_used(pool);
             size_t held = __atomic_load_n(&pool->held, __ATOMIC_RELAXED);   /* heap.c: the heap's own count */
             size_t cap = pool->capacity, size = pool->block_size;

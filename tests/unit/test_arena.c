@@ -3,6 +3,7 @@
 /* Every pool this thread owns satisfies the pool invariant (pool.c). */
 static void check_my_pools(void) {
     pm_heap_t *heap = _pm_heap_tls;
+    cr_assert(_pm_heap_check(heap), "the heap's lists broke an invariant");
     for (unsigned c = 0; c < PM_NCLASSES; c++) {
         for (pm_pool_t *p = PM_HEAP_POOLS(heap, c); p && p != &_pm_pool_empty; p = p->next) {
             cr_assert(_pm_pool_check(p), "pool of class %u broke its invariant", c);
@@ -22,9 +23,11 @@ Test(arena, pool_invariants_hold_through_churn) {
             else if (!blocks[i]) blocks[i] = malloc(test_rand(&seed) % 4000);
         }
         check_my_pools();
+        cr_assert(_pm_arena_check(), "arena invariants after round %d", round);
     }
     for (int i = 0; i < N; i++) free(blocks[i]);
     check_my_pools();
+    cr_assert(_pm_arena_check(), "arena invariants after freeing everything");
 }
 
 Test(arena, blocks_find_their_pool_and_arena) {

@@ -58,10 +58,8 @@ Test(threads, blocks_freed_by_another_thread_are_reused) {
         if (round == 0) mapped_after_first = s.mapped;
         else cr_assert_leq(s.mapped, mapped_after_first, "round %d mapped more: %zu > %zu", round, s.mapped, mapped_after_first);
     }
-    pm_heap_t *heap = _pm_heap_tls;
-    for (unsigned c = 0; c < PM_NCLASSES; c++)
-        for (pm_pool_t *p = PM_HEAP_POOLS(heap, c); p && p != &_pm_pool_empty; p = p->next)
-            cr_assert(_pm_pool_check(p));
+    cr_assert(_pm_heap_check(_pm_heap_tls));
+    cr_assert(_pm_arena_check());
 }
 
 /* Producer/consumer both ways at once through two rings; every block carries a cookie. */
