@@ -92,17 +92,18 @@ struct pm_block_s {
  *   where `used` counts blocks handed out and not yet returned to the owner (blocks on the
  *   remote list or the heap's delayed list are still `used`). */
 struct pm_pool_s {
-    /* line 0: hot */
+    /* line 0: everything the fast paths touch, written only by the owner */
     pm_block_t     *free;        /* local free list, owner only */
     uint32_t        used;        /* blocks out, | PM_USED_SLOW; owner writes, stats read relaxed */
     uint32_t        block_size;
     pm_heap_t      *heap;        /* owner; fixed while any block is out */
     uint64_t        divisor;     /* UINT64_MAX / block_size + 1: divisibility without a divide */
     uint8_t        *start;       /* first byte of block 0; the last block ends where the pool ends */
-    _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
     uint8_t         flags;       /* PM_POOL_FULL | PM_POOL_SAMPLED; owner writes (relaxed atomic) */
-    uint8_t         _pad0[15];
-    /* line 1: cold */
+    uint8_t         _pad0[23];
+    /* line 1: the slow paths. `remote` is here, not in line 0, so that other threads' frees
+     * (a CAS on it) never take the line the owner's fast path writes away from its core. */
+    _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
     pm_pool_t      *next, *prev; /* the heap's list for this class */
     uint32_t        carved;      /* blocks carved from the never-used tail so far */
     uint32_t        capacity;
@@ -112,7 +113,7 @@ struct pm_pool_s {
     uint8_t         _pad1[1];
     _Atomic uint32_t sampled;    /* sampled blocks live in this pool (sample.c) */
     _Atomic uint64_t *sampled_bits; /* one bit per block: sampled and live; NULL until needed */
-    uint8_t         _pad2[24];
+    uint8_t         _pad2[16];
 };
 _Static_assert(sizeof(pm_pool_t) == 2 * PM_CACHELINE, "a pool descriptor is two cache lines");
 

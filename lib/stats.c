@@ -96,7 +96,7 @@ void _pm_stats_print(int fd) {
     row(&o, "in use (blocks handed out)", s.in_use + s.huge_requested, s.mapped);
     row(&o, "free blocks in pools", s.free_in_pools, s.mapped);
     row(&o, "pool tails (quantization)", s.quantization, s.mapped);
-    row(&o, "arena headers (slot 0)", s.arena_headers, s.mapped);
+    row(&o, "arena headers", s.arena_headers, s.mapped);
     row(&o, "free pool slots", s.free_slots, s.mapped);
     row(&o, "huge page rounding", s.huge_mapped - s.huge_requested, s.mapped);
     size_t sum = s.in_use + s.huge_requested + s.free_in_pools + s.quantization + s.arena_headers +

@@ -32,7 +32,7 @@ static void double_free_from_another_thread(void *arg) {
 static void free_in_arena_header(void *arg) {
     (void)arg;
     char *p = malloc(16);
-    free((char *)_pm_arena_of(p) + 4096);     /* slot 0 holds the header, never blocks */
+    free((char *)_pm_arena_of(p) + 4096);     /* the header slots never hold blocks */
 }
 
 Test(errors, free_of_a_stack_pointer) {
