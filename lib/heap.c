@@ -124,7 +124,7 @@ void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
     /* A full pool comes back once an eighth of it is free again, not at its first free block:
      * otherwise a program that frees at random across many full pools (a big, churning heap)
      * makes every allocation fill a pool again, and every fill is a CAS and two list updates.
-     * Remote frees (local == false) bring it back at once: the NOTIFY bit they cleared will not
+     * The frees before that stay on the fast path (full_bias: PM_POOL_FULL). Remote frees (local == false) bring it back at once: the NOTIFY bit they cleared will not
      * tell the owner again. */
     if ((pool->flags & PM_POOL_FULL) && (!local || (pool->capacity - _pm_pool_used(pool)) * 8 >= pool->capacity)) {
         _pm_pool_clear_notify(pool);

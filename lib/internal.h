@@ -71,12 +71,15 @@ struct pm_block_s {
     uintptr_t   mark;
 };
 
-/* pool->flags. Either bit sends a local free to the slow path: while any is set, the pool's
- * `used` carries PM_USED_SLOW, its sign bit, so that the free fast path tests "the pool just
- * emptied, or has a flag" with the one signed test `--used <= 0`.
- *   FULL     the pool is off its heap's lists, waiting for a free
- *   SAMPLED  some live block of the pool is sampled: frees must check the pool's sample bitmap.
- *            Set by the owner when it samples a block; cleared by the owner once `sampled` is 0. */
+/* pool->flags. The free fast path leaves for the slow path with the one signed test
+ * `--used <= 0`, which covers "the pool just emptied" and both flags:
+ *   FULL     the pool is off its heap's lists, waiting for frees. It comes back once an eighth
+ *            of it is free (heap.c), so `full_bias` (that count less an eighth) is taken out of
+ *            `used` while it is full: `used` reaches 0 exactly at the free that brings it back.
+ *   SAMPLED  some live block of the pool is sampled: frees must check the pool's sample bitmap,
+ *            so `used` carries PM_USED_SLOW, its sign bit, and every free takes the slow path.
+ *            Set by the owner when it samples a block; cleared by the owner once `sampled` is 0.
+ * Readers other than the fast paths use _pm_pool_used(), which undoes both. */
 #define PM_POOL_FULL    1u
 #define PM_POOL_SAMPLED 2u
 #define PM_USED_SLOW    0x80000000u
@@ -113,7 +116,8 @@ struct pm_pool_s {
     uint8_t         _pad1[1];
     _Atomic uint32_t sampled;    /* sampled blocks live in this pool (sample.c) */
     _Atomic uint64_t *sampled_bits; /* one bit per block: sampled and live; NULL until needed */
-    uint8_t         _pad2[16];
+    uint32_t        full_bias;   /* while FULL: taken out of `used` (see PM_POOL_FULL) */
+    uint8_t         _pad2[12];
 };
 _Static_assert(sizeof(pm_pool_t) == 2 * PM_CACHELINE, "a pool descriptor is two cache lines");
 
@@ -260,14 +264,15 @@ PM_INLINE uint32_t _pm_pool_used_add(pm_pool_t *pool, uint32_t delta) {
     __atomic_store_n(&pool->used, used, __ATOMIC_RELAXED);
     return used;
 }
-/* Blocks out (the count in `used`, without PM_USED_SLOW). */
+/* Blocks out: the count in `used`, without PM_USED_SLOW, plus full_bias. */
 PM_INLINE uint32_t _pm_pool_used(const pm_pool_t *pool) {
-    return __atomic_load_n(&pool->used, __ATOMIC_RELAXED) & ~PM_USED_SLOW;
+    return (__atomic_load_n(&pool->used, __ATOMIC_RELAXED) & ~PM_USED_SLOW) +
+           __atomic_load_n(&pool->full_bias, __ATOMIC_RELAXED);
 }
-/* Set pool->flags, and PM_USED_SLOW with them. Owner only. */
+/* Set pool->flags, and PM_USED_SLOW with SAMPLED. Owner only. */
 PM_INLINE void _pm_pool_set_flags(pm_pool_t *pool, uint8_t flags) {
     __atomic_store_n(&pool->flags, flags, __ATOMIC_RELAXED);
-    uint32_t used = (pool->used & ~PM_USED_SLOW) | (flags ? PM_USED_SLOW : 0);
+    uint32_t used = (pool->used & ~PM_USED_SLOW) | ((flags & PM_POOL_SAMPLED) ? PM_USED_SLOW : 0);
     __atomic_store_n(&pool->used, used, __ATOMIC_RELAXED);
 }
 

@@ -30,6 +30,7 @@ void _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap) {
     pool->heap = heap;
     pool->divisor = UINT64_MAX / pool->block_size + 1;
     atomic_store_explicit(&pool->remote, 0, memory_order_relaxed);
+    __atomic_store_n(&pool->full_bias, 0, __ATOMIC_RELAXED);
     _pm_pool_set_flags(pool, 0);
     pool->next = pool->prev = NULL;
     pool->carved = 0;
@@ -83,12 +84,19 @@ bool _pm_pool_mark_full(pm_pool_t *pool) {
     if (!atomic_compare_exchange_strong_explicit(&pool->remote, &expected, PM_REMOTE_NOTIFY,
                                                  memory_order_acq_rel, memory_order_relaxed))
         return false;
+    /* Every block is out (none free, none remote, all carved): used = capacity (+ the heap's
+     * hold, given back as the pool leaves the list). It comes back at an eighth free. */
+    uint32_t bias = pool->capacity - (pool->capacity + 7) / 8;
+    _pm_pool_used_add(pool, (uint32_t)-bias);
+    __atomic_store_n(&pool->full_bias, bias, __ATOMIC_RELAXED);
     _pm_pool_set_flags(pool, pool->flags | PM_POOL_FULL);
     return true;
 }
 
 void _pm_pool_clear_notify(pm_pool_t *pool) {
     atomic_fetch_and_explicit(&pool->remote, ~PM_REMOTE_NOTIFY, memory_order_acq_rel);
+    _pm_pool_used_add(pool, pool->full_bias);
+    __atomic_store_n(&pool->full_bias, 0, __ATOMIC_RELAXED);
     _pm_pool_set_flags(pool, pool->flags & ~PM_POOL_FULL);
 }
 
