@@ -23,7 +23,7 @@ static void *allocate(size_t size, unsigned c, size_t align, bool counted, bool 
     }
     void *p;
     if (c < PM_NCLASSES) {
-        if (heap) p = _pm_heap_alloc(heap, c);
+        if (heap) p = _pm_heap_alloc(heap, c, !sampled);   /* the sampler marks the block's pool: ours */
         else if (_pm_thread_is_dead()) p = _pm_orphan_alloc(c);
         else { errno = ENOMEM; p = NULL; }
     } else {

@@ -56,13 +56,29 @@ PM_INLINE void _pm_free(void *p) {
         pm_block_t *block = p;
         pm_heap_t *heap = _pm_heap_tls;
         uintptr_t mark = _pm_free_key ^ (uintptr_t)p;
-        if (PM_LIKELY(pool->heap == heap && _pm_pool_is_block_start(pool, p) && block->mark != mark)) {
-            block->next = pool->free;
-            block->mark = mark;
-            pool->free = block;
-            if (PM_UNLIKELY((int32_t)_pm_pool_used_add(pool, (uint32_t)-1) <= 0))   /* empty, or PM_USED_SLOW */
-                _pm_free_local_slow(heap, pool, block);
-            return;
+        if (PM_LIKELY(_pm_pool_is_block_start(pool, p) && block->mark != mark)) {
+            if (PM_LIKELY(pool->heap == heap)) {
+                block->next = pool->free;
+                block->mark = mark;
+                pool->free = block;
+                if (PM_UNLIKELY((int32_t)_pm_pool_used_add(pool, (uint32_t)-1) <= 0))   /* empty, or flagged */
+                    _pm_free_local_slow(heap, pool, block);
+                return;
+            }
+            /* Another thread's block: into this thread's foreign cache of its class (heap.c),
+             * unless that is full (or not kept: block_size 0) or the block is sampled. */
+            unsigned c = pool->size_class;
+            if (PM_LIKELY(c < PM_FOREIGN_CLASSES)) {
+                pm_pool_t *cache = &heap->foreign[c];
+                if (PM_LIKELY(-(int32_t)cache->used < (int32_t)cache->block_size &&
+                              !(__atomic_load_n(&pool->flags, __ATOMIC_RELAXED) & PM_POOL_SAMPLED))) {
+                    block->next = cache->free;
+                    block->mark = mark;
+                    cache->free = block;
+                    _pm_pool_used_add(cache, (uint32_t)-1);
+                    return;
+                }
+            }
         }
     }
     _pm_free_slow(p);

@@ -31,7 +31,8 @@
 
 pm_heap_t _pm_heap_empty = {
     .avail = { [0 ... PM_NCLASSES] = &_pm_pool_empty },
-    .is_static = true,
+    .lists = { [0 ... PM_NCLASSES - 1] = &_pm_pool_empty },
+    .is_static = true,                      /* foreign caches of capacity 0: never used */
 };
 __thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec"))) = &_pm_heap_empty;
 static __thread bool tls_dead __attribute__((tls_model("initial-exec")));
@@ -47,7 +48,7 @@ static size_t nheaps, nabandoned;
 
 /* ---- the per-class pool lists ----
  * HEAD(heap, c) is class c's list; its first pool is the "current" one, the pool the fast path
- * pops from. The heap holds one count in the `used` of its current pool when that pool is a
+ * pops from (heap->avail), unless the class's foreign cache is serving (below). The heap holds one count in the `used` of its current pool when that pool is a
  * pool of at most 64 KiB (pool->held). So a free that returns the current pool's last block does
  * not leave the fast path (its `used` stays at 1), and a loop that allocates and frees one block
  * never takes the slow path. Only pools up to 64 KiB are held (PM_HOLD_MAX_SLOTS): a bigger one
@@ -64,9 +65,14 @@ static void set_held(pm_pool_t *pool, uint8_t held) {
 
 /* Change class c's current pool. The old one loses its hold; it leaves the list (full or
  * released), or stays behind it dry, with blocks out (switch_to_freed), so it is not empty. */
+static bool foreign_serving(const pm_heap_t *heap, unsigned c) {
+    return c < PM_FOREIGN_CLASSES && heap->avail[c + 1] == &heap->foreign[c];
+}
+
 static void set_head(pm_heap_t *heap, unsigned c, pm_pool_t *pool) {
     set_held(HEAD(heap, c), 0);
     HEAD(heap, c) = pool;
+    if (!foreign_serving(heap, c)) heap->avail[c + 1] = pool;
     if (pool != &_pm_pool_empty && pool->slots <= PM_HOLD_MAX_SLOTS) set_held(pool, 1);
 }
 
@@ -165,6 +171,68 @@ static void heap_collect(pm_heap_t *heap, bool keep_current) {
     }
 }
 
+/* ---- the foreign cache ----
+ * A block freed by a thread other than its pool's owner used to go back to the owner through
+ * the pool's atomic remote stack, and stay unusable until the owner drained it. In a server
+ * where objects die in another thread than the one that made them (larson), every thread then
+ * holds, besides its own live blocks, the ones the others freed for it: the heap peaks at
+ * about twice the live bytes, where jemalloc, whose thread caches take any block, reuses the
+ * memory in place. So the free fast path puts a small block of another thread's pool into the
+ * freeing thread's foreign cache of its class, with no atomic, up to FOREIGN_BYTES per class.
+ * The cache is shaped as a pool (heap->foreign[c]: `free` is its list, `used` minus its count),
+ * so when the class's current pool runs dry the slow path points avail[c + 1] at it and the
+ * malloc fast path pops foreign blocks until it is empty; then avail goes back to the current
+ * pool. Only a dry current pool hands over, so a thread's own cache lines come first (cscratch:
+ * no false sharing with the thread that made the blocks).
+ * A cached block stays counted in its own pool's `used`, so that pool can never be released
+ * while the block is in a cache; statistics move cached blocks from used to free. A full cache,
+ * a sampled block (the sampler's bitmap is the owner's) and larger classes take the remote
+ * path. Sampled allocations never take a foreign block: the sampler marks the block in its
+ * pool, which only the owner may write. The caches go back to the owners at thread exit and in
+ * malloc_trim. */
+
+#define FOREIGN_BYTES ((uint32_t)32 << 10)
+
+static void *foreign_pop(pm_heap_t *heap, unsigned c) {
+    pm_pool_t *cache = &heap->foreign[c];
+    pm_block_t *b = cache->free;
+    cache->free = b->next;
+    _pm_pool_used_add(cache, 1);
+    b->mark = 0;
+    heap->avail[c + 1] = cache;                /* the fast path serves the rest */
+    return b;
+}
+
+/* The fast path emptied the cache: the current pool serves again. */
+static void foreign_done(pm_heap_t *heap, unsigned c) {
+    if (foreign_serving(heap, c) && heap->foreign[c].free == NULL) heap->avail[c + 1] = HEAD(heap, c);
+}
+
+static void foreign_flush(pm_heap_t *heap) {
+    for (unsigned c = 0; c < PM_FOREIGN_CLASSES; c++) {
+        pm_pool_t *cache = &heap->foreign[c];
+        for (pm_block_t *b = cache->free, *next; b; b = next) {
+            next = b->next;
+            _pm_heap_free_remote(_pm_pool_of(b), b);   /* still marked free */
+        }
+        cache->free = NULL;
+        __atomic_store_n(&cache->used, 0, __ATOMIC_RELAXED);
+        heap->avail[c + 1] = HEAD(heap, c);
+    }
+}
+
+void _pm_heap_foreign_counts(size_t counts[PM_FOREIGN_CLASSES]) {
+    for (unsigned c = 0; c < PM_FOREIGN_CLASSES; c++) counts[c] = 0;
+    pthread_mutex_lock(&heap_lock);
+    for (pm_heap_t *h = all_heaps; h; h = h->all_next) {
+        for (unsigned c = 0; c < PM_FOREIGN_CLASSES; c++) {
+            int32_t used = (int32_t)__atomic_load_n(&h->foreign[c].used, __ATOMIC_RELAXED);
+            if (used < 0) counts[c] += (size_t)-used;
+        }
+    }
+    pthread_mutex_unlock(&heap_lock);
+}
+
 /* ---- allocation slow path ---- */
 
 static void *pop(pm_pool_t *pool) {
@@ -215,16 +283,21 @@ static bool switch_to_freed(pm_heap_t *heap, unsigned c) {
 
 /* The current pool's free list, else what other threads freed into it, else blocks freed into
  * the class's other pools, else the current pool's uncarved tail; a pool with none of these is
- * full and leaves the list; with no pool left, a new one. */
-void *_pm_heap_alloc(pm_heap_t *heap, unsigned c) {
+ * full and leaves the list; with no pool left, a new one. A dry current pool hands over to the
+ * class's foreign cache, if it holds blocks, before anything else (foreign_ok: not sampled). */
+void *_pm_heap_alloc(pm_heap_t *heap, unsigned c, bool foreign_ok) {
     if (atomic_load_explicit(&heap->delayed, memory_order_relaxed)) process_delayed(heap);
+    bool foreign = foreign_ok && c < PM_FOREIGN_CLASSES;
+    if (c < PM_FOREIGN_CLASSES) foreign_done(heap, c);
     pm_pool_t *pool;
     while ((pool = HEAD(heap, c)) != &_pm_pool_empty) {
         if (pool->free || _pm_pool_drain_remote(pool) > 0) return pop(pool);
+        if (foreign && heap->foreign[c].free) return foreign_pop(heap, c);
         if (pool->next && switch_to_freed(heap, c)) continue;
         if (_pm_pool_carve(pool)) return pop(pool);
         if (_pm_pool_mark_full(pool)) list_remove(heap, pool);
     }
+    if (foreign && heap->foreign[c].free) return foreign_pop(heap, c);
     pool = _pm_arena_pool_acquire(c);
     if (pool == NULL) { errno = ENOMEM; return NULL; }
     _pm_pool_init(pool, heap);
@@ -244,6 +317,8 @@ static pm_heap_t *heap_new(void) {
     pm_heap_t *heap = (pm_heap_t *)slab_next;
     slab_next += size;
     for (unsigned i = 0; i <= PM_NCLASSES; i++) heap->avail[i] = &_pm_pool_empty;
+    for (unsigned c = 0; c < PM_NCLASSES; c++) heap->lists[c] = &_pm_pool_empty;
+    for (unsigned c = 0; c < PM_FOREIGN_CLASSES; c++) heap->foreign[c].block_size = FOREIGN_BYTES / _pm_classes[c].size;
     heap->sample_left = 0;                  /* the first allocation arms the sampler */
     heap->rng = _pm_os_random() ^ (uintptr_t)heap;
     heap->all_next = all_heaps;
@@ -294,7 +369,7 @@ void *_pm_orphan_alloc(unsigned c) {
         /* every free into the orphan's pools was remote: take them back first */
         for (pm_pool_t *pool = HEAD(orphan_heap, c); pool && pool != &_pm_pool_empty; pool = pool->next)
             _pm_pool_drain_remote(pool);
-        p = _pm_heap_alloc(orphan_heap, c);
+        p = _pm_heap_alloc(orphan_heap, c, false);
     }
     pthread_mutex_unlock(&orphan_lock);
     if (p == NULL) errno = ENOMEM;
@@ -329,6 +404,7 @@ void _pm_heap_free_remote(pm_pool_t *pool, pm_block_t *block) {
 static void heap_thread_done(void *value) {
     pm_heap_t *heap = value;
     if (heap == NULL || heap->is_static || heap != _pm_heap_tls) return;
+    foreign_flush(heap);
     heap_collect(heap, true);
     _pm_heap_tls = &_pm_heap_empty;
     tls_dead = true;
@@ -342,7 +418,10 @@ static void heap_thread_done(void *value) {
 
 void _pm_heap_collect_all(void) {
     pm_heap_t *mine = _pm_heap_tls;
-    if (!mine->is_static) heap_collect(mine, false);
+    if (!mine->is_static) {
+        foreign_flush(mine);
+        heap_collect(mine, false);
+    }
     pthread_mutex_lock(&orphan_lock);
     if (orphan_heap) heap_collect(orphan_heap, false);
     pthread_mutex_unlock(&orphan_lock);
@@ -396,6 +475,16 @@ bool _pm_heap_check(pm_heap_t *heap) {
             if (!_pm_pool_check(p)) return false;
         }
         if (heap->last[c] != prev) return false;
+        if (heap->avail[c + 1] != HEAD(heap, c) && !foreign_serving(heap, c)) return false;
+        if (c < PM_FOREIGN_CLASSES) {
+            uint32_t n = 0;
+            for (const pm_block_t *b = heap->foreign[c].free; b; b = b->next) {
+                const pm_pool_t *p = _pm_pool_of(b);
+                if (++n > heap->foreign[c].block_size || p->heap == heap || p->size_class != c ||
+                    !_pm_pool_is_block_start(p, b) || b->mark != (_pm_free_key ^ (uintptr_t)b)) return false;
+            }
+            if ((uint32_t)-(int32_t)heap->foreign[c].used != n) return false;
+        }
     }
     return true;
 }

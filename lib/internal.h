@@ -52,6 +52,7 @@
 #define PM_LARGE_MAX     ((size_t)1 << 20)        /* largest pooled size; above it: huge */
 #define PM_POOL_ALIGN_MAX PM_SLOT_SIZE            /* aligned requests above this go huge */
 #define PM_NCLASSES      76                       /* 32 small + 4 per doubling from 512 to 1 MiB */
+#define PM_FOREIGN_CLASSES 32                     /* the small classes: a heap's foreign cache (heap.c) */
 #define PM_ADDR_BITS     47                       /* user address space covered by the arena map */
 
 _Static_assert(PM_SLOTS % 64 == 0 && PM_POOL_MAX_SLOTS <= 64, "slot sets are whole words; a run fits in two");
@@ -103,14 +104,15 @@ struct pm_pool_s {
     uint64_t        divisor;     /* UINT64_MAX / block_size + 1: divisibility without a divide */
     uint8_t        *start;       /* first byte of block 0; the last block ends where the pool ends */
     uint8_t         flags;       /* PM_POOL_FULL | PM_POOL_SAMPLED; owner writes (relaxed atomic) */
-    uint8_t         _pad0[23];
+    uint8_t         size_class;
+    uint8_t         _pad0[22];
     /* line 1: the slow paths. `remote` is here, not in line 0, so that other threads' frees
      * (a CAS on it) never take the line the owner's fast path writes away from its core. */
     _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
     pm_pool_t      *next, *prev; /* the heap's list for this class */
     uint32_t        carved;      /* blocks carved from the never-used tail so far */
     uint32_t        capacity;
-    uint8_t         size_class;
+    uint8_t         _pad3;
     uint8_t         slots;       /* 0 while the slot is free */
     uint8_t         held;        /* 1 while the heap holds a count in `used` (heap.c, "current") */
     uint8_t         _pad1[1];
@@ -141,11 +143,13 @@ struct pm_arena_s {
 _Static_assert(sizeof(pm_arena_t) <= PM_HEADER_SLOTS * PM_SLOT_SIZE && sizeof(pm_arena_t) > (PM_HEADER_SLOTS - 1) * PM_SLOT_SIZE,
                "the header takes exactly PM_HEADER_SLOTS slots");
 
-/* heap->avail[c + 1] is class c's list; avail[0] is always &_pm_pool_empty, so that
- * _pm_avail_index maps sizes 1..16 to class 0 with one add and one shift and sends size 0 to the
- * slow path, which serves it from class 0. */
+/* heap->avail[c + 1] is what the malloc fast path pops class c from: the class's current pool
+ * (the first of lists[c]), or the heap's foreign cache of the class (heap.c). avail[0] is always
+ * &_pm_pool_empty, so that _pm_avail_index maps sizes 1..16 to class 0 with one add and one
+ * shift and sends size 0 to the slow path, which serves it from class 0. */
 struct pm_heap_s {
-    pm_pool_t      *avail[PM_NCLASSES + 1]; /* pools with free blocks; &_pm_pool_empty when none */
+    pm_pool_t      *avail[PM_NCLASSES + 1]; /* the fast path's pool per class; &_pm_pool_empty: none */
+    pm_pool_t      *lists[PM_NCLASSES];     /* each class's pools with free blocks; &_pm_pool_empty: none */
     pm_pool_t      *last[PM_NCLASSES];      /* the last pool of each class's list; NULL when none */
     int64_t         sample_left;        /* bytes until the next sampled allocation (sample.c) */
     uint32_t        sample_epoch;       /* _pm_sample_epoch when sample_left was drawn */
@@ -156,10 +160,15 @@ struct pm_heap_s {
     pm_heap_t      *abandoned_next;     /* the abandoned stack (under the heap lock) */
     bool            abandoned;
     bool            is_static;          /* the empty heap: nothing may be allocated from it */
+    /* The foreign cache (heap.c): per class, blocks of other threads' pools that this thread
+     * freed, shaped as a pool so that the malloc fast path pops them like any pool. `free` is
+     * the list, `used` is minus the number of blocks in it, `block_size` the most it may hold
+     * (0: the class is not cached; always so in the static empty heap). */
+    pm_pool_t       foreign[PM_FOREIGN_CLASSES] __attribute__((aligned(PM_CACHELINE)));
 };
 
 /* Class c's list of pools in `heap`: its first pool is the current one. */
-#define PM_HEAP_POOLS(heap, c) ((heap)->avail[(c) + 1])
+#define PM_HEAP_POOLS(heap, c) ((heap)->lists[(c)])
 
 /* ---- size_class.c ------------------------------------------------------------------------- */
 typedef struct {
@@ -292,7 +301,8 @@ PM_INLINE bool _pm_pool_is_block_start(const pm_pool_t *pool, const void *p) {
 extern pm_heap_t _pm_heap_empty;
 extern __thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec")));
 pm_heap_t *_pm_heap_get(void);            /* the thread's heap, acquiring one if needed */
-void *_pm_heap_alloc(pm_heap_t *heap, unsigned size_class);   /* a real heap; NULL + ENOMEM */
+void *_pm_heap_alloc(pm_heap_t *heap, unsigned size_class, bool foreign_ok); /* a real heap; NULL + ENOMEM */
+void  _pm_heap_foreign_counts(size_t counts[PM_FOREIGN_CLASSES]); /* blocks in every foreign cache */
 void *_pm_orphan_alloc(unsigned size_class);                   /* for threads past their exit */
 bool  _pm_thread_is_dead(void);
 void  _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local); /* flags set, or empty */

@@ -7,7 +7,7 @@
  *   mapped = in use + free in pools + pool tails + arena headers + free slots + huge rounding
  *
  * "in use" counts blocks handed out, including blocks freed by another thread that the owner has
- * not taken back yet. Reports format into a fixed buffer and write(2) it: no malloc, no stdio. */
+ * not taken back yet, but not those in a thread's foreign cache (heap.c). Reports format into a fixed buffer and write(2) it: no malloc, no stdio. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -20,6 +20,8 @@ void _pm_stats_snapshot(pm_stats_snapshot_t *s) {
     pm_huge_counts_t huge;
     _pm_huge_counts(&huge);
     s->heaps = _pm_heap_count(&s->heaps_abandoned);
+    size_t foreign[PM_FOREIGN_CLASSES];
+    _pm_heap_foreign_counts(foreign);
 
     pthread_mutex_lock(&_pm_arena_lock);
     pm_arena_counts_t ac;
@@ -43,6 +45,15 @@ void _pm_stats_snapshot(pm_stats_snapshot_t *s) {
         }
     }
     pthread_mutex_unlock(&_pm_arena_lock);
+    /* Blocks in the threads' foreign caches (heap.c) are free, though their pools count them. */
+    for (unsigned c = 0; c < PM_FOREIGN_CLASSES; c++) {
+        pm_class_stats_t *cs = &s->cls[c];
+        size_t n = foreign[c] < cs->blocks_used ? foreign[c] : cs->blocks_used, size = _pm_classes[c].size;
+        cs->blocks_used -= n;
+        cs->blocks_free += n;
+        s->in_use -= n * size;
+        s->free_in_pools += n * size;
+    }
 
     s->arenas = ac.arenas;
     s->arenas_mapped_total = ac.arenas_mapped_total;
