@@ -8,11 +8,14 @@
  *
  * free: one load of the arena map proves the pointer is in one of our arenas; the pool comes
  * from the arena header's slot map; the block must be on a block boundary (one multiply, no
- * divide, no bound check: see _pm_pool_is_block_start) and must not carry the free mark (else: double
- * free). A block of another thread's pool, a huge block, NULL, or anything suspicious leaves
- * through _pm_free_slow, which either frees it remotely or reports the error and aborts. A pool
- * with a flag set (full, or holding a sampled block) has the sign bit of `used` set, so one
- * signed test after the decrement catches both "now empty" and "flagged".
+ * divide, no bound check: see _pm_pool_is_block_start) and must not carry the free mark (else:
+ * double free). A block of this thread's pool goes on the pool's free list; one signed test
+ * after the decrement of `used` catches "now empty", "full pool back at an eighth free" and
+ * "holds a sampled block" (PM_POOL_FULL, PM_POOL_SAMPLED). A small block of another thread's pool
+ * goes into this thread's foreign cache of its class (heap.c), with no atomic, while the cache
+ * has room. A huge block, NULL, a full cache, or anything suspicious leaves through
+ * _pm_free_slow, which frees it (remotely: the owner's atomic stack) or reports the error and
+ * aborts.
  *
  * The heap holds a count on its current pool (heap.c), so a free that empties the current pool
  * stays on the fast path: a loop that allocates and frees one block never leaves it.
