@@ -111,13 +111,55 @@ static void list_remove(pm_heap_t *heap, pm_pool_t *pool) {
 }
 
 /* May madvise or munmap: keeps errno, since free() must. */
-static void release_pool(pm_heap_t *heap, pm_pool_t *pool) {
+/* Spare pools. A pool bigger than PM_HOLD_MAX_SLOTS goes back to its arena as soon as it is
+ * empty, and the classes that have such pools hold one to a few blocks per pool: a program that
+ * frees and allocates blocks of 16 KiB to 1 MiB (mixed) took a pool from an arena, under the
+ * arena lock, for about one allocation in four. So an emptied big pool is kept as its heap's
+ * spare for the class, one per class, while all heaps' spares together stay under SPARE_BYTES,
+ * and the next pool the class needs is the spare, with no lock and its free list already made.
+ * Spares are given back at thread exit and by malloc_trim. */
+#define SPARE_BYTES ((size_t)8 << 20)
+static _Atomic size_t spare_bytes;
+
+static bool keep_spare(pm_heap_t *heap, pm_pool_t *pool) {
+    unsigned c = pool->size_class;
+    size_t bytes = (size_t)pool->slots << PM_SLOT_SHIFT;
+    if (pool->slots <= PM_HOLD_MAX_SLOTS || heap->spare[c] != NULL || pool->sampled_bits) return false;
+    if (atomic_fetch_add_explicit(&spare_bytes, bytes, memory_order_relaxed) + bytes > SPARE_BYTES) {
+        atomic_fetch_sub_explicit(&spare_bytes, bytes, memory_order_relaxed);
+        return false;
+    }
+    heap->spare[c] = pool;
+    return true;
+}
+
+static pm_pool_t *take_spare(pm_heap_t *heap, unsigned c) {
+    pm_pool_t *pool = heap->spare[c];
+    if (pool == NULL) return NULL;
+    heap->spare[c] = NULL;
+    atomic_fetch_sub_explicit(&spare_bytes, (size_t)pool->slots << PM_SLOT_SHIFT, memory_order_relaxed);
+    return pool;
+}
+
+static void release_spares(pm_heap_t *heap) {
+    for (unsigned c = 0; c < PM_NCLASSES; c++) {
+        pm_pool_t *pool = take_spare(heap, c);
+        if (pool) _pm_arena_pool_release(pool);
+    }
+}
+
+/* An empty pool leaves its list: to the arena, or (spare_ok) as the class's spare. */
+static void release_pool_to(pm_heap_t *heap, pm_pool_t *pool, bool spare_ok) {
     int saved = errno;
     list_remove(heap, pool);
-    if (pool->sampled_bits) _pm_pool_sample_release(pool);
-    _pm_arena_pool_release(pool);
+    if (!spare_ok || !keep_spare(heap, pool)) {
+        if (pool->sampled_bits) _pm_pool_sample_release(pool);
+        _pm_arena_pool_release(pool);
+    }
     errno = saved;
 }
+
+static void release_pool(pm_heap_t *heap, pm_pool_t *pool) { release_pool_to(heap, pool, true); }
 
 /* After blocks went back to `pool` (locally, or from the delayed list): the SAMPLED flag goes once
  * no sampled block is left, a full pool returns to its list, and an empty pool returns to its
@@ -159,13 +201,14 @@ static void process_delayed(pm_heap_t *heap) {
  * and give back pools for each one; malloc_trim returns them all. */
 static void heap_collect(pm_heap_t *heap, bool keep_current) {
     process_delayed(heap);
+    release_spares(heap);
     for (unsigned c = 0; c < PM_NCLASSES; c++) {
         pm_pool_t *pool = HEAD(heap, c);
         if (pool == &_pm_pool_empty) continue;
         while (pool) {
             pm_pool_t *next = pool->next;
             _pm_pool_drain_remote(pool);
-            if (_pm_pool_used(pool) == pool->held && !(keep_current && pool->held)) release_pool(heap, pool);
+            if (_pm_pool_used(pool) == pool->held && !(keep_current && pool->held)) release_pool_to(heap, pool, false);
             pool = next;
         }
     }
@@ -298,11 +341,14 @@ void *_pm_heap_alloc(pm_heap_t *heap, unsigned c, bool foreign_ok) {
         if (_pm_pool_mark_full(pool)) list_remove(heap, pool);
     }
     if (foreign && heap->foreign[c].free) return foreign_pop(heap, c);
-    pool = _pm_arena_pool_acquire(c);
-    if (pool == NULL) { errno = ENOMEM; return NULL; }
-    _pm_pool_init(pool, heap);
+    pool = take_spare(heap, c);              /* empty, its blocks on its free list or uncarved */
+    if (pool == NULL) {
+        pool = _pm_arena_pool_acquire(c);
+        if (pool == NULL) { errno = ENOMEM; return NULL; }
+        _pm_pool_init(pool, heap);
+    }
     list_insert(heap, pool);                 /* the list is empty: it becomes current */
-    _pm_pool_refill(pool);
+    if (pool->free == NULL) _pm_pool_refill(pool);
     return pop(pool);
 }
 
@@ -475,6 +521,9 @@ bool _pm_heap_check(pm_heap_t *heap) {
             if (!_pm_pool_check(p)) return false;
         }
         if (heap->last[c] != prev) return false;
+        const pm_pool_t *sp = heap->spare[c];
+        if (sp && (sp->heap != heap || sp->size_class != c || _pm_pool_used(sp) != 0 || sp->flags ||
+                   sp->slots <= PM_HOLD_MAX_SLOTS || sp->next || sp->prev || !_pm_pool_check(sp))) return false;
         if (heap->avail[c + 1] != HEAD(heap, c) && !foreign_serving(heap, c)) return false;
         if (c < PM_FOREIGN_CLASSES) {
             uint32_t n = 0;

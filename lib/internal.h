@@ -151,6 +151,7 @@ struct pm_heap_s {
     pm_pool_t      *avail[PM_NCLASSES + 1]; /* the fast path's pool per class; &_pm_pool_empty: none */
     pm_pool_t      *lists[PM_NCLASSES];     /* each class's pools with free blocks; &_pm_pool_empty: none */
     pm_pool_t      *last[PM_NCLASSES];      /* the last pool of each class's list; NULL when none */
+    pm_pool_t      *spare[PM_NCLASSES];     /* an empty pool kept for the class (heap.c); NULL: none */
     int64_t         sample_left;        /* bytes until the next sampled allocation (sample.c) */
     uint32_t        sample_epoch;       /* _pm_sample_epoch when sample_left was drawn */
     bool            sampling;           /* inside the sampler: do not sample again */

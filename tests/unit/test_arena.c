@@ -120,9 +120,49 @@ Test(arena, free_slots_are_decommitted_once_the_purge_delay_passed) {
     _pm_stats_snapshot(&s);
     cr_assert_geq(s.dirty_slots, 20, "freshly freed slots stay committed for reuse (%zu)", s.dirty_slots);
     usleep(200 * 1000);
-    free(malloc(200000));                              /* any pool release checks the clock */
+    void *a = malloc(200000), *b = malloc(200000);     /* one block per pool */
+    free(a);                                           /* kept as the heap's spare for the class */
+    free(b);                                           /* released: any release checks the clock */
     _pm_stats_snapshot(&s);
     cr_assert_leq(s.dirty_slots * PM_SLOT_SIZE, (size_t)256 << 10,
                   "slots older than the delay were decommitted, only the pool just released is left (%zu slots)", s.dirty_slots);
     free(pin);
+}
+
+/* An emptied big pool stays as its heap's spare for the class: the next allocation of the class
+ * gets the same block back without the arena; malloc_trim gives spares back. */
+Test(arena, an_emptied_big_pool_is_kept_as_the_spare_of_its_class) {
+    pm_heap_t *heap = _pm_heap_tls;
+    void *p = malloc(300000);
+    unsigned c = _pm_class_of(300000);
+    pm_pool_t *pool = pool_of(p);
+    cr_assert_gt(pool->slots, PM_HOLD_MAX_SLOTS);
+    free(p);
+    cr_assert_eq(heap->spare[c], pool, "the empty pool is the class's spare");
+    cr_assert(_pm_heap_check(heap));
+    cr_assert(_pm_arena_check());
+    void *q = malloc(300000);
+    cr_assert_eq(q, p, "the spare served the next allocation");
+    cr_assert_null(heap->spare[c]);
+    free(q);
+    cr_assert_eq(heap->spare[c], pool);
+    malloc_trim(0);
+    cr_assert_null(heap->spare[c], "malloc_trim gave the spare back");
+    cr_assert(_pm_arena_check());
+}
+
+/* All spares together stay under 8 MiB, whatever is freed. */
+Test(arena, spares_are_bounded) {
+    enum { K = 40 };
+    void *blocks[K];
+    for (int i = 0; i < K; i++) blocks[i] = malloc((size_t)(i % 8 + 1) << 17);   /* 128 KiB .. 1 MiB, 8 classes */
+    for (int i = 0; i < K; i++) free(blocks[i]);
+    pm_heap_t *heap = _pm_heap_tls;
+    size_t bytes = 0;
+    for (unsigned c = 0; c < PM_NCLASSES; c++)
+        if (heap->spare[c]) bytes += (size_t)heap->spare[c]->slots * PM_SLOT_SIZE;
+    cr_assert_gt(bytes, 0);
+    cr_assert_leq(bytes, (size_t)8 << 20, "%zu bytes of spares", bytes);
+    cr_assert(_pm_heap_check(heap));
+    malloc_trim(0);
 }
