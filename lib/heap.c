@@ -2,12 +2,14 @@
  *
  * Every thread allocates from its own heap with no lock and no atomic. A heap keeps, per size
  * class, a doubly linked list of its pools that may have free blocks; the first is the one the
- * fast path pops from. Pools that fill up leave the list (pool.c: "full") and come back when a
- * block is freed into them, locally or through the delayed list.
+ * fast path pops from. Pools that fill up leave the list (pool.c: "full") and come back when
+ * blocks are freed into them, locally or through the delayed list. When the current pool runs
+ * dry, blocks already freed into the class's other pools come before fresh pages
+ * (switch_to_freed), and emptied big pools are kept as spares.
  *
- * Frees from other threads never touch the owner's lists: they push onto the pool's atomic remote
- * stack (or, for a full pool, onto the heap's atomic `delayed` stack). The owner takes them back
- * in its slow path.
+ * Frees from other threads never touch the owner's lists: a small block goes into the freeing
+ * thread's foreign cache (below), anything else onto the pool's atomic remote stack (or, for a
+ * full pool, onto the heap's atomic `delayed` stack). The owner takes them back in its slow path.
  *
  * Thread exit: a pthread key destructor drains the heap, returns its empty pools to the arenas, and
  * pushes it on the abandoned stack. The next thread that needs a heap adopts it whole, with its

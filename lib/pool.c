@@ -1,7 +1,7 @@
 /* pool.c: one size class carved into blocks, pymalloc's pool made thread-safe.
  *
  * A pool's blocks are in exactly one of four places:
- *   handed out      counted by `used`
+ *   handed out      counted by `used` (and so are blocks in other threads' foreign caches, heap.c)
  *   local free list `free`, touched only by the owner thread, no atomics
  *   remote list     `remote`, a lock-free stack that other threads push onto; the owner takes
  *                   the whole stack with one exchange when its local list runs dry (still `used`
@@ -12,9 +12,10 @@
  * States: a pool is on its heap's list for its class while it may have free blocks. When its free
  * list, remote list and uncarved tail are all empty it is "full": it leaves the list and sets
  * PM_REMOTE_NOTIFY in `remote`. The first remote free after that clears the bit and puts its
- * block on the heap's delayed list instead, which tells the owner to put the pool back. A local
- * free into a full pool puts it back directly. A pool whose `used` reaches 0 is "empty" and goes
- * back to its arena (heap.c decides when). Free blocks carry a mark in their second word so that a
+ * block on the heap's delayed list instead, which tells the owner to put the pool back. Local
+ * frees put it back once an eighth of it is free (full_bias, in internal.h). A pool whose `used`
+ * reaches 0 is "empty" and goes back to its arena, or stays as its heap's current pool or spare
+ * (heap.c decides). Free blocks carry a mark in their second word so that a
  * double free is detected at once.
  */
 #include "internal.h"
