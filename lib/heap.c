@@ -11,8 +11,9 @@
  * thread's foreign cache (below), anything else onto the pool's atomic remote stack (or, for a
  * full pool, onto the heap's atomic `delayed` stack). The owner takes them back in its slow path.
  *
- * Thread exit: a pthread key destructor drains the heap, returns its empty pools to the arenas, and
- * pushes it on the abandoned stack. The next thread that needs a heap adopts it whole, with its
+ * Thread exit: a pthread key destructor gives the heap's foreign cache back to the blocks' owners,
+ * drains the heap, returns its empty pools and spares to the arenas, and pushes it on the
+ * abandoned stack. The next thread that needs a heap adopts it whole, with its
  * partly used pools, so a program that creates and joins 100,000 threads reuses one heap. Heaps
  * are never unmapped: their number is bounded by the peak number of live threads.
  *
