@@ -151,10 +151,9 @@ static void release_spares(pm_heap_t *heap) {
     }
 }
 
-/* An empty pool leaves its list: to the arena, or (spare_ok) as the class's spare. */
-static void release_pool_to(pm_heap_t *heap, pm_pool_t *pool, bool spare_ok) {
+/* An empty pool that is on no list goes to the arena, or (spare_ok) becomes the class's spare. */
+static void release_off_list(pm_heap_t *heap, pm_pool_t *pool, bool spare_ok) {
     int saved = errno;
-    list_remove(heap, pool);
     if (!spare_ok || !keep_spare(heap, pool)) {
         if (pool->sampled_bits) _pm_pool_sample_release(pool);
         _pm_arena_pool_release(pool);
@@ -162,7 +161,14 @@ static void release_pool_to(pm_heap_t *heap, pm_pool_t *pool, bool spare_ok) {
     errno = saved;
 }
 
+/* An empty pool leaves its list: to the arena, or (spare_ok) as the class's spare. */
+static void release_pool_to(pm_heap_t *heap, pm_pool_t *pool, bool spare_ok) {
+    list_remove(heap, pool);
+    release_off_list(heap, pool, spare_ok);
+}
+
 static void release_pool(pm_heap_t *heap, pm_pool_t *pool) { release_pool_to(heap, pool, true); }
+static void release_unlisted(pm_heap_t *heap, pm_pool_t *pool) { release_off_list(heap, pool, true); }
 
 /* After blocks went back to `pool` (locally, or from the delayed list): the SAMPLED flag goes once
  * no sampled block is left, a full pool returns to its list, and an empty pool returns to its
@@ -175,8 +181,14 @@ void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
     /* A full pool comes back once an eighth of it is free again, not at its first free block:
      * otherwise a program that frees at random across many full pools (a big, churning heap)
      * makes every allocation fill a pool again, and every fill is a CAS and two list updates.
-     * The frees before that stay on the fast path (full_bias: PM_POOL_FULL). Remote frees (local == false) bring it back at once: the NOTIFY bit they cleared will not
-     * tell the owner again. */
+     * The frees before that stay on the fast path (full_bias: PM_POOL_FULL). Remote frees
+     * (local == false) bring it back at once: the NOTIFY bit they cleared will not tell the
+     * owner again. A full pool whose blocks are all back goes straight to the arena or spare. */
+    if ((pool->flags & PM_POOL_FULL) && _pm_pool_used(pool) == 0) {
+        _pm_pool_clear_notify(pool);          /* every block is back: out of full, not via the list */
+        release_unlisted(heap, pool);
+        return;
+    }
     if ((pool->flags & PM_POOL_FULL) && (!local || (pool->capacity - _pm_pool_used(pool)) * 8 >= pool->capacity)) {
         _pm_pool_clear_notify(pool);
         list_insert(heap, pool);
@@ -350,8 +362,18 @@ void *_pm_heap_alloc(pm_heap_t *heap, unsigned c, bool foreign_ok) {
         if (pool == NULL) { errno = ENOMEM; return NULL; }
         _pm_pool_init(pool, heap);
     }
-    list_insert(heap, pool);                 /* the list is empty: it becomes current */
     if (pool->free == NULL) _pm_pool_refill(pool);
+    if (pool->capacity == 1 && pool->slots > PM_HOLD_MAX_SLOTS) {
+        /* One block (classes above 56 KiB in pools above 64 KiB): the pool is full as soon as
+         * the block is out, so it goes straight to full and never onto the list; its free
+         * releases it straight from full (_pm_heap_free_slow). A class of these allocating and
+         * freeing in turn (mixed) saves the list updates and a second slow-path pass. */
+        void *b = pop(pool);
+        if (_pm_pool_mark_full(pool)) return b;   /* nothing can be remote yet: always true */
+        list_insert(heap, pool);
+        return b;
+    }
+    list_insert(heap, pool);                 /* the list is empty: it becomes current */
     return pop(pool);
 }
 

@@ -166,3 +166,30 @@ Test(arena, spares_are_bounded) {
     cr_assert(_pm_heap_check(heap));
     malloc_trim(0);
 }
+
+/* A pool of one block (big classes) goes straight to full when its block is handed out, and is
+ * released straight from full when the block comes back, without ever being on the heap's list. */
+Test(arena, a_one_block_pool_never_joins_the_list) {
+    pm_heap_t *heap = _pm_heap_tls;
+    void *p = malloc(500000);
+    unsigned c = _pm_class_of(500000);
+    pm_pool_t *pool = pool_of(p);
+    cr_assert_eq(pool->capacity, 1);
+    cr_assert_gt(pool->slots, PM_HOLD_MAX_SLOTS);
+    cr_assert(pool->flags & PM_POOL_FULL, "full as soon as its block is out");
+    cr_assert_eq(PM_HEAP_POOLS(heap, c), &_pm_pool_empty, "and not on the list");
+    cr_assert_eq(_pm_pool_used(pool), 1);
+    cr_assert(_pm_heap_check(heap));
+    void *q = malloc(500000);                         /* a second pool of the class */
+    cr_assert_neq(pool_of(q), pool);
+    free(p);
+    cr_assert_eq(heap->spare[c], pool, "released straight from full, as the class's spare");
+    cr_assert_eq(pool->flags, 0);
+    cr_assert_eq(atomic_load(&pool->remote), 0);
+    free(q);                                          /* the spare is taken: to the arena */
+    cr_assert_eq(malloc(500000), p, "the spare serves the class again");
+    cr_assert(_pm_heap_check(heap));
+    cr_assert(_pm_arena_check());
+    free(p);
+    malloc_trim(0);
+}
