@@ -96,32 +96,34 @@ struct pm_block_s {
  *   where `used` counts blocks handed out and not yet returned to the owner (blocks on the
  *   remote list or the heap's delayed list are still `used`). */
 struct pm_pool_s {
-    /* line 0: everything the fast paths touch, written only by the owner */
-    pm_block_t     *free;        /* local free list, owner only */
-    uint32_t        used;        /* blocks out, | PM_USED_SLOW; owner writes, stats read relaxed */
-    uint32_t        block_size;
+    /* line 0: what every free of the pool's blocks reads, from any thread; written rarely (when
+     * the pool is made, goes full or comes back, and by remote frees when the freeing thread's
+     * foreign cache is full). Kept apart from line 1, which the owner writes at every malloc and
+     * free, so that other threads' frees read a clean, shared line instead of taking the
+     * owner's line away from its core. */
     pm_heap_t      *heap;        /* owner; fixed while any block is out */
     uint64_t        divisor;     /* UINT64_MAX / block_size + 1: divisibility without a divide */
     uint8_t        *start;       /* first byte of block 0; the last block ends where the pool ends */
+    _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
+    uint32_t        block_size;
+    uint32_t        capacity;
     uint8_t         flags;       /* PM_POOL_FULL | PM_POOL_SAMPLED; owner writes (relaxed atomic) */
     uint8_t         size_class;
-    uint8_t         _pad0[22];
-    /* line 1: the slow paths. `remote` is here, not in line 0, so that other threads' frees
-     * (a CAS on it) never take the line the owner's fast path writes away from its core. */
-    _Atomic uintptr_t remote;    /* remote-free stack | PM_REMOTE_NOTIFY */
-    pm_pool_t      *next, *prev; /* the heap's list for this class */
-    uint32_t        carved;      /* blocks carved from the never-used tail so far */
-    uint32_t        capacity;
-    uint8_t         _pad3;
     uint8_t         slots;       /* 0 while the slot is free */
-    uint8_t         held;        /* 1 while the heap holds a count in `used` (heap.c, "current") */
-    uint8_t         _pad1[1];
+    uint8_t         _pad0[21];
+    /* line 1: the owner's: the free list and count the fast paths update, and the lists */
+    pm_block_t     *free;        /* local free list, owner only */
+    uint32_t        used;        /* blocks out, | PM_USED_SLOW; owner writes, stats read relaxed */
+    uint32_t        carved;      /* blocks carved from the never-used tail so far */
+    pm_pool_t      *next, *prev; /* the heap's list for this class */
+    uint32_t        full_bias;   /* while FULL: taken out of `used` (see PM_POOL_FULL) */
     _Atomic uint32_t sampled;    /* sampled blocks live in this pool (sample.c) */
     _Atomic uint64_t *sampled_bits; /* one bit per block: sampled and live; NULL until needed */
-    uint32_t        full_bias;   /* while FULL: taken out of `used` (see PM_POOL_FULL) */
-    uint8_t         _pad2[12];
+    uint8_t         held;        /* 1 while the heap holds a count in `used` (heap.c, "current") */
+    uint8_t         _pad1[15];
 };
-_Static_assert(sizeof(pm_pool_t) == 2 * PM_CACHELINE, "a pool descriptor is two cache lines");
+_Static_assert(sizeof(pm_pool_t) == 2 * PM_CACHELINE && offsetof(pm_pool_t, free) == PM_CACHELINE,
+               "a pool descriptor is two cache lines, the owner's second");
 
 typedef struct { uint64_t w[PM_SLOT_WORDS]; } pm_slotset_t;   /* bit i: slot i */
 
