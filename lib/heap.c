@@ -168,7 +168,6 @@ static void release_pool_to(pm_heap_t *heap, pm_pool_t *pool, bool spare_ok) {
 }
 
 static void release_pool(pm_heap_t *heap, pm_pool_t *pool) { release_pool_to(heap, pool, true); }
-static void release_unlisted(pm_heap_t *heap, pm_pool_t *pool) { release_off_list(heap, pool, true); }
 
 /* After blocks went back to `pool` (locally, or from the delayed list): the SAMPLED flag goes once
  * no sampled block is left, a full pool returns to its list, and an empty pool returns to its
@@ -186,7 +185,7 @@ void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
      * owner again. A full pool whose blocks are all back goes straight to the arena or spare. */
     if ((pool->flags & PM_POOL_FULL) && _pm_pool_used(pool) == 0) {
         _pm_pool_clear_notify(pool);          /* every block is back: out of full, not via the list */
-        release_unlisted(heap, pool);
+        release_off_list(heap, pool, true);   /* a full pool is on no list */
         return;
     }
     if ((pool->flags & PM_POOL_FULL) && (!local || (pool->capacity - _pm_pool_used(pool)) * 8 >= pool->capacity)) {
