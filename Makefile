@@ -1,8 +1,11 @@
 # poolmalloc: plain GNU make. `make` builds build/libpoolmalloc.so and build/libpoolmalloc.a.
-#   make demo     run python3 under the allocator and show its statistics report
-#   make check    every test: Criterion unit tests, sanitizer builds, integration tests
+#   make demo     run python3 under the allocator and show its heap and statistics reports
+#   make check    every test: docs check, Criterion unit tests, sanitizer builds, integration tests
 #   make bench    the benchmark suite against glibc, jemalloc, mimalloc and tcmalloc
 #   make install PREFIX=/usr/local
+#   make debug    an -O0 build with PM_DEBUG=1 in build/debug
+# Each of these first installs the Debian packages it needs (scripts/install-deps.sh), before
+# it compiles anything; `make deps` installs what the library needs.
 CC      ?= cc
 PREFIX  ?= /usr/local
 BUILD   ?= build
@@ -23,17 +26,22 @@ TEST_CFLAGS := $(WARN) -fno-builtin -Wno-missing-prototypes -Wno-free-nonheap-ob
                -Wno-alloc-size-larger-than -Wno-unused-result -Wno-deprecated-declarations
 VERSION := 0.1.0
 
-.PHONY: all deps deps-check deps-bench check unit sanitize ubsan asan tsan integration demo bench install clean debug
+.PHONY: all deps docs-check check unit sanitize ubsan asan tsan integration demo bench install clean debug
 all: $(BUILD)/libpoolmalloc.so $(BUILD)/libpoolmalloc.a
 
+# ---- Debian packages, before the first compile --------------------------------------------
+# Every object has `deps` as an order-only prerequisite, so scripts/install-deps.sh runs once,
+# before anything compiles. The goals on the command line choose what it installs (demo, check
+# and bench need more than the library does). A bare `make` installs nothing: on a machine that
+# lacks a package it stops with one line naming the package and the command that installs it.
+# Recursive makes (sanitizer and debug builds) pass PM_DEPS_DONE=1 to skip the second look.
+DEPS_LEVELS := $(strip $(if $(filter demo,$(MAKECMDGOALS)),demo) \
+    $(if $(filter check unit sanitize ubsan asan tsan integration,$(MAKECMDGOALS)),check) \
+    $(if $(filter bench,$(MAKECMDGOALS)),bench) $(if $(filter deps install debug,$(MAKECMDGOALS)),build))
 deps:
-	@bash scripts/install-deps.sh build
-deps-check:
-	@bash scripts/install-deps.sh check
-deps-bench:
-	@bash scripts/install-deps.sh bench
+	@$(if $(PM_DEPS_DONE),:,bash scripts/install-deps.sh $(or $(DEPS_LEVELS),--verify build))
 
-$(BUILD)/obj/%.o: lib/%.c $(HDRS) | $(BUILD)/obj
+$(BUILD)/obj/%.o: lib/%.c $(HDRS) | $(BUILD)/obj deps
 	$(CC) $(CFLAGS_LIB) -c $< -o $@
 
 $(BUILD)/obj:
@@ -53,7 +61,7 @@ $(BUILD)/tests/unit: $(UNIT_SRCS) $(wildcard tests/unit/*.h) examples/gc_listdic
 	$(CC) -std=gnu11 -O1 -g $(TEST_CFLAGS) $(EXTRA_CFLAGS) -Iinclude -Ilib -Itests/unit \
 	    $(UNIT_SRCS) -o $@ $(BUILD)/libpoolmalloc.a -lcriterion $(LDLIBS_LIB)
 
-unit: deps-check $(BUILD)/tests/unit
+unit: $(BUILD)/tests/unit
 	$(BUILD)/tests/unit --jobs 2
 
 # Sanitizer builds. UBSan does not replace malloc, so the whole unit suite runs on a UBSan build
@@ -61,41 +69,45 @@ unit: deps-check $(BUILD)/tests/unit
 # libc names (PM_NO_OVERRIDE) and threaded stress tests drive it through the pm_ API (api_stress)
 # and the collector through poolmalloc/gc.h (gc_stress: a collector per thread).
 SAN_TESTS := api_stress gc_stress
-ubsan:
-	$(MAKE) --no-print-directory BUILD=$(BUILD)/ubsan OPT=-O1 \
+ubsan: deps
+	$(MAKE) --no-print-directory PM_DEPS_DONE=1 BUILD=$(BUILD)/ubsan OPT=-O1 \
 	    EXTRA_CFLAGS="-fsanitize=undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" $(BUILD)/ubsan/tests/unit
 	UBSAN_OPTIONS=print_stacktrace=1 $(BUILD)/ubsan/tests/unit --jobs 2
 $(BUILD)/tests/%_stress: tests/sanitize/%_stress.c $(BUILD)/libpoolmalloc.a
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g $(WARN) $(EXTRA_CFLAGS) -Iinclude $< -o $@ $(BUILD)/libpoolmalloc.a $(LDLIBS_LIB)
-asan:
-	$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT=-O1 \
+asan: deps
+	$(MAKE) --no-print-directory PM_DEPS_DONE=1 BUILD=$(BUILD)/asan OPT=-O1 \
 	    EXTRA_CFLAGS="-DPM_NO_OVERRIDE -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	    $(SAN_TESTS:%=$(BUILD)/asan/tests/%)
 	ASAN_OPTIONS=detect_leaks=0 $(BUILD)/asan/tests/api_stress 3 40000
 	ASAN_OPTIONS=detect_leaks=0 $(BUILD)/asan/tests/gc_stress 300000
-tsan:
-	$(MAKE) --no-print-directory BUILD=$(BUILD)/tsan OPT=-O1 EXTRA_CFLAGS="-DPM_NO_OVERRIDE -fsanitize=thread" \
+tsan: deps
+	$(MAKE) --no-print-directory PM_DEPS_DONE=1 BUILD=$(BUILD)/tsan OPT=-O1 EXTRA_CFLAGS="-DPM_NO_OVERRIDE -fsanitize=thread" \
 	    $(SAN_TESTS:%=$(BUILD)/tsan/tests/%)
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/tsan/tests/api_stress 2 30000
 	TSAN_OPTIONS=halt_on_error=1 $(BUILD)/tsan/tests/gc_stress 100000
-sanitize: deps-check ubsan asan tsan
+sanitize: ubsan asan tsan
 
-integration: all deps-check
+integration: all
 	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash tests/integration/run.sh
 
-check: all unit sanitize integration
+# The option docs cannot drift from the options table (tests/docs/options.sh).
+docs-check:
+	@bash tests/docs/options.sh
 
-demo: all deps-check
+check: all docs-check unit sanitize integration
+
+demo: all
 	@bash tools/pm-demo $(abspath $(BUILD)/libpoolmalloc.so)
 
-bench: all deps-bench
+bench: all
 	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/run.sh
 	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/overhead.sh | tee -a $(BUILD)/bench/results.md
 	BUILD=$(BUILD) bash bench/gc/run.sh | tee -a $(BUILD)/bench/results.md
 
-debug:
-	$(MAKE) BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" all
+debug: deps
+	$(MAKE) PM_DEPS_DONE=1 BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" all
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/poolmalloc $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin

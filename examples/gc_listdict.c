@@ -1,7 +1,7 @@
 /* gc_listdict.c: a small object model on poolmalloc's refcounted objects and cycle collector:
  * an integer, a list and a dict, the way an interpreter would define them.
  *
- *   cc -std=gnu11 -Iinclude examples/gc_listdict.c build/libpoolmalloc.a -lpthread -o gc_listdict
+ *   cc -std=gnu11 -Iinclude examples/gc_listdict.c build/libpoolmalloc.a -lunwind -lm -lpthread -o gc_listdict
  *
  * Each container type says how to visit its references (traverse) and how to drop them (clear);
  * refcounting frees what it can, and pm_gc_collect frees the cycles. */

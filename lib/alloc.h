@@ -24,7 +24,7 @@
  * instructions, free 37. Of free's, 16 are checks that jemalloc, mimalloc and tcmalloc do not
  * make in their release builds: the arena map (6), the block boundary (6) and the double-free
  * mark (4). A malloc+free pair in bench/fastpath under callgrind: 69, which includes
- * that loop's own instructions and two PLT jumps (jemalloc 77, tcmalloc 77; README, "Benchmarks").
+ * that loop's own instructions and two PLT jumps (jemalloc 77, tcmalloc 77; docs/benchmarks.md).
  */
 #ifndef PM_ALLOC_H
 #define PM_ALLOC_H

@@ -1,7 +1,7 @@
 /* report.c: the heap report in four formats, written to a file descriptor.
  *
  *   text    totals, the statistics report (class table, arenas, byte accounting), top sites
- *   json    the same as data: schema "poolmalloc.heap", version 1 (README: "Report formats")
+ *   json    the same as data: schema "poolmalloc.heap", version 1 (docs/reports.md: "The JSON schema")
  *   pprof   gperftools' heap profile text format (heap_v2), read by google-pprof and jeprof
  *   folded  collapsed stacks, "outer;inner bytes", for flamegraph.pl and speedscope
  *

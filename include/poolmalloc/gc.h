@@ -4,7 +4,7 @@
  * An object is a payload of `size` bytes that pm_new returns, preceded by a header of
  * PM_GC_HEADER_SIZE bytes (the collector's list links, the reference count and the type). The
  * payload is PM_GC_ALIGN-byte aligned. Reference counting frees an object as soon as its count
- * falls to zero; the collector finds the cycles that counting cannot free. See README.md, "Objects and the cycle collector".
+ * falls to zero; the collector finds the cycles that counting cannot free. See docs/objects.md.
  *
  * Threads: a pm_gc and all of its objects are used by one thread at a time. The caller serializes
  * (the way CPython's GIL or a Lua state does); separate pm_gc instances may run in separate

@@ -1,6 +1,6 @@
-/* The README's example program (examples/gc_listdict.c: a list and a dict type on the gc API)
- * is compiled into this binary and its output checked line for line, so the documented example
- * keeps compiling and keeps printing what README.md shows. */
+/* The example program of docs/objects.md (examples/gc_listdict.c: a list and a dict type on the
+ * gc API) is compiled into this binary and its output checked line for line, so the documented
+ * example keeps compiling and keeps printing the output that docs/objects.md shows. */
 #include "helpers.h"
 #define main gc_listdict_main
 #include "../../examples/gc_listdict.c"
