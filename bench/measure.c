@@ -1,5 +1,5 @@
 /*
- * measure: run one command and report its wall time and peak RSS.
+ * measure: run one command and report its wall time, peak RSS and page faults.
  *
  *   measure [-o FILE] [-t SECONDS] [-e NAME=VALUE]... [-u NAME]... -- PROG [ARGS...]
  *
@@ -7,11 +7,12 @@
  * only (so LD_PRELOAD=... never applies to measure itself).  measure waits with
  * wait4() and writes a single line to FILE (default: stderr):
  *
- *   STATUS ELAPSED_SECONDS MAXRSS_KIB
+ *   STATUS ELAPSED_SECONDS MAXRSS_KIB MINOR_FAULTS
  *
  * STATUS is "ok" (exit 0), "exitN", "sigN" or "timeout".  Elapsed time is
  * taken with CLOCK_MONOTONIC around fork..wait4; peak RSS is ru_maxrss of the
- * child.  With -t the child (and its process group) is killed after SECONDS.
+ * child, and the faults are its ru_minflt (pages the kernel had to map in: on a
+ * VM each costs microseconds, which is what freed memory handed back too early costs).  With -t the child (and its process group) is killed after SECONDS.
  * measure itself exits 0 whenever it could run the child, whatever the child
  * did; it exits 2 on usage errors and 3 if fork/exec failed.
  */
@@ -135,7 +136,7 @@ int main(int argc, char **argv)
         perror(outfile);
         return 3;
     }
-    fprintf(out, "%s %.4f %ld\n", st, elapsed, ru.ru_maxrss);
+    fprintf(out, "%s %.4f %ld %ld\n", st, elapsed, ru.ru_maxrss, ru.ru_minflt);
     if (out != stderr)
         fclose(out);
     return 0;

@@ -186,6 +186,30 @@ def rss_section(res, lines):
     lines.append("")
 
 
+def faults_section(res, lines):
+    allocs = res.main_allocs
+    lines.append("## Page faults (median minor faults per run, thousands; lower is better)")
+    lines.append("")
+    lines.append("Each is a page the kernel had to map in; on a VM one costs microseconds. An "
+                 "allocator that gives freed memory back too early pays them again.")
+    lines.append("")
+    rows = []
+    for wl in res.timed:
+        row = [wl]
+        for al in allocs:
+            k = res.median(wl, al, "minflt")
+            row.append(fmt(k / 1000, 1) if k is not None else res.failure(wl, al))
+        if POOL in allocs:
+            best = [res.median(wl, p, "minflt") for p in allocs if p not in (POOL, "glibc")]
+            best = [b for b in best if b]
+            k = res.median(wl, POOL, "minflt")
+            row.append(fmt(k / min(best), 2) if k is not None and best else "—")
+        rows.append(row)
+    header = ["workload"] + allocs + (["pool/best peer"] if POOL in allocs else [])
+    lines += table(header, rows)
+    lines.append("")
+
+
 def python_section(res, lines):
     if "python" not in res.workloads:
         return
@@ -213,8 +237,8 @@ def rssfree_section(res, lines):
     lines.append("")
     lines.append("~500 MiB of small (16..256 B) and medium (1..64 KiB) blocks are allocated "
                  "and touched, then all freed in random order. VmRSS is read by the program "
-                 "itself at the peak, right after the frees, and after 0.5 s idle plus a "
-                 "little malloc/free activity. Medians, MiB.")
+                 "itself at the peak, right after the frees, and after 2 s of idleness with "
+                 "no allocator call at all (poolmalloc's purge_delay is 1 s). Medians, MiB.")
     lines.append("")
     rows = []
     for al in res.main_allocs:
@@ -288,6 +312,7 @@ def main():
 
     time_section(res, lines)
     rss_section(res, lines)
+    faults_section(res, lines)
     python_section(res, lines)
     rssfree_section(res, lines)
     if args.fastpath:

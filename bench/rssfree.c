@@ -9,9 +9,11 @@
  * medium blocks of 1..64 KiB, interleaved), touching every page it gets,
  * then frees everything in random order.  It reads its own VmRSS from
  * /proc/self/status at the peak, right after the frees, and again after
- * sleeping 500 ms and doing a little allocation activity (1000 small
- * and 10 medium malloc/free pairs, which lets allocators that purge lazily
- * on later calls do so).  Output:
+ * IDLE_MS milliseconds (default 2000) of idleness with no allocator call at
+ * all: a program that has gone idle must still get its memory back, which only
+ * an allocator that purges from a thread of its own does.  Output:
+ *
+ *   rssfree [IDLE_MS]
  *
  *   rss_kib: PEAK AFTER_FREE AFTER_IDLE
  *   checksum: ...
@@ -49,8 +51,9 @@ static long vm_rss_kib(void)
     return kib;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    long idle_ms = argc > 1 ? atol(argv[1]) : 2000;
     /* the pointer table is mmap-sized and allocated up front, so that it is
        not one of the blocks measured; it is freed at the very end */
     size_t cap = 4u << 20, n = 0;
@@ -88,14 +91,8 @@ int main(void)
     }
     long after_free = vm_rss_kib();
 
-    struct timespec ts = {0, 500 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    for (int i = 0; i < 1000; i++) {
-        size_t size = i % 100 == 0 ? 1024 + (size_t)i * 61 : 16 + (size_t)(i % 241);
-        volatile unsigned char *p = malloc(size);
-        if (p)
-            p[0] = 1;
-        free((void *)p);
+    struct timespec ts = {idle_ms / 1000, (idle_ms % 1000) * 1000 * 1000};
+    while (nanosleep(&ts, &ts) != 0) {
     }
     long after_idle = vm_rss_kib();
     free(blocks);

@@ -24,13 +24,19 @@
 #                per-thread state set-up/tear-down, frees after thread exit
 #   realloc      many buffers grown by small realloc steps: in-place growth
 #                versus move-and-copy
+#   rebuild      a graph of 800k small nodes built, checked and freed, again
+#                and again: is freed memory reused, or faulted back in?
+#   bigbuf       a batch job's 1..32 MiB buffers, written, grown with realloc
+#                and freed every round: the huge-block path and its reuse
 #   python       python3 running bench/py_alloc.py with PYTHONMALLOC=malloc
 #                (a real interpreter's allocation pattern); also run once per
 #                repetition with CPython's own pymalloc for comparison
 #   sqlite       sqlite3 CLI on an in-memory database: ~90k INSERTs with
 #                text, indexes, joins, aggregates, updates, deletes
 #   rssfree      ~500 MiB of small+medium blocks freed at once: how much RSS
-#                goes back to the OS (reported separately, not timed)
+#                goes back to the OS right away, and after 2 s of idleness with no
+#                allocator call (poolmalloc's purge_delay is 1 s); reported
+#                separately, not timed
 #   fastpath     malloc+free pairs of one size under callgrind: instructions
 #                per pair (BENCH_MODE=full or BENCH_CALLGRIND=1)
 #
@@ -47,7 +53,8 @@
 #
 # Runs are interleaved (for each repetition, for each workload, for each
 # allocator) so slow drifts of the machine hit all allocators alike.  Times
-# and peak RSS come from bench/measure.c (fork/exec + wait4).  A run that
+# peak RSS and page faults (ru_minflt) come from bench/measure.c (fork/exec +
+# wait4).  A run that
 # takes more than 20x glibc's time for the same workload (at least 10 s) is
 # killed and reported as a timeout, and that pair is not run again.  The CPU
 # time that other processes used during the runs is reported, since it is
@@ -96,7 +103,7 @@ note() { echo "$*" >> "$NOTES"; say "$*"; }
 
 CC=${CC:-cc}
 CFLAGS=(-O2 -g -pthread -Wall -Wextra)
-C_WORKLOADS=(churn mixed young prodcons larson cscratch threadchurn realloc)
+C_WORKLOADS=(churn mixed young prodcons larson cscratch threadchurn realloc rebuild bigbuf)
 say "compiling with $CC ${CFLAGS[*]} into $BIN"
 for prog in measure "${C_WORKLOADS[@]}" rssfree fastpath; do
   "$CC" "${CFLAGS[@]}" -o "$BIN/$prog" "bench/$prog.c" -lm
@@ -178,14 +185,14 @@ set_cmd() {
 }
 
 CSV=$OUT/results.csv
-echo "rep,workload,allocator,status,elapsed_s,maxrss_kib,checksum,rss_peak_kib,rss_after_free_kib,rss_after_idle_kib" > "$CSV"
+echo "rep,workload,allocator,status,elapsed_s,maxrss_kib,minflt,checksum,rss_peak_kib,rss_after_free_kib,rss_after_idle_kib" > "$CSV"
 declare -A GLIBC_TIME=() GAVE_UP=()
 
 run_one() { # rep workload allocator
   local rep=$1 wl=$2 alloc=$3 key="$2.$3.$1"
   local envs=() timeout=$TIMEOUT_MIN
   if [ -n "${GAVE_UP[$wl.$alloc]:-}" ]; then
-    echo "$rep,$wl,$alloc,skipped,,,,,," >> "$CSV"
+    echo "$rep,$wl,$alloc,skipped,,,,,,," >> "$CSV"
     return
   fi
   case "$alloc" in
@@ -205,8 +212,8 @@ run_one() { # rep workload allocator
   set_cmd "$wl"
   "$MEASURE" -o "$LOGS/$key.res" -t "$timeout" "${envs[@]}" -- "${CMD[@]}" \
     < /dev/null > "$LOGS/$key.out" 2> "$LOGS/$key.err"
-  local status elapsed rss sum rssline="" r1="" r2="" r3=""
-  read -r status elapsed rss < "$LOGS/$key.res"
+  local status elapsed rss faults sum rssline="" r1="" r2="" r3=""
+  read -r status elapsed rss faults < "$LOGS/$key.res"
   if grep -q '^checksum:' "$LOGS/$key.out"; then
     sum=$(grep '^checksum:' "$LOGS/$key.out" | head -1 | cut -d' ' -f2- | tr ' ' '/')
   else
@@ -218,9 +225,9 @@ run_one() { # rep workload allocator
   fi
   if [ "$status" = timeout ]; then GAVE_UP[$wl.$alloc]=1; fi
   if [ "$alloc" = glibc ] && [ "$status" = ok ]; then GLIBC_TIME[$wl]=$elapsed; fi
-  echo "$rep,$wl,$alloc,$status,$elapsed,$rss,$sum,$r1,$r2,$r3" >> "$CSV"
-  printf 'bench: [%d/%d] %-11s %-10s %8.3f s %7.1f MiB  %s\n' "$rep" "$REPS" "$wl" "$alloc" \
-    "$elapsed" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$status" >&2
+  echo "$rep,$wl,$alloc,$status,$elapsed,$rss,$faults,$sum,$r1,$r2,$r3" >> "$CSV"
+  printf 'bench: [%d/%d] %-11s %-10s %8.3f s %7.1f MiB %8d faults  %s\n' "$rep" "$REPS" "$wl" "$alloc" \
+    "$elapsed" "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')" "$faults" "$status" >&2
 }
 
 say "mode $MODE: $REPS repetitions, scale $SCALE, allocators: ${ALLOCS[*]}"
