@@ -22,8 +22,9 @@ void   pm_free(void *p);
 void  *pm_aligned_alloc(size_t alignment, size_t size);
 size_t pm_usable_size(const void *p);
 
-/* Give free memory back to the OS now: empty pools of every heap, free pool slots, free arenas.
- * Returns the number of bytes released. */
+/* Give free memory back to the OS now, without waiting for purge_delay: the empty pools and
+ * spares of the calling thread's heap and of abandoned heaps, every free pool slot, free arena and
+ * cached huge run. Returns the number of bytes released. */
 size_t pm_trim(void);
 
 /* Write the statistics report (the one POOLMALLOC_CONF=stats:true prints at exit) to fd. */
@@ -33,17 +34,21 @@ void   pm_stats_print(int fd);
 typedef struct {
     size_t mapped;      /* bytes mapped from the OS: arenas plus huge mappings */
     size_t in_use;      /* bytes in blocks handed out (block sizes, huge: bytes requested) */
-    size_t free;        /* bytes in free blocks inside pools */
+    size_t free;        /* bytes in free blocks inside pools, and in freed huge runs kept for reuse */
     size_t overhead;    /* pool tails, arena headers, free pool slots, huge page rounding */
     size_t arenas;      /* arenas mapped now */
     size_t huge_blocks; /* huge blocks live now */
     size_t resident;    /* resident set size of the whole process, 0 if unknown */
+    size_t decaying;    /* free but still committed (free pool slots not yet decommitted, cached
+                           huge runs): reused first, returned once unused for purge_delay ms */
+    size_t returned;    /* bytes given back to the OS so far (decommitted or unmapped) */
 } pm_stats_t;
 void   pm_stats_get(pm_stats_t *out);
 
 /* Read or change a setting, shaped like jemalloc's mallctl. Names: "opt.<option>" (any
  * POOLMALLOC_CONF option, as text), "sample.rate" (size_t), "stats.live_bytes",
- * "stats.mapped_bytes", "stats.resident_bytes" (size_t, read-only), "report.dump" (write anything:
+ * "stats.mapped_bytes", "stats.resident_bytes", "stats.decaying_bytes", "stats.returned_bytes"
+ * (size_t, read-only), "report.dump" (write anything:
  * dump the configured formats now; read: the paths written), "report.seq" (size_t, read-only).
  * Returns 0 or an errno value (ENOENT, EINVAL, EPERM, ERANGE). */
 int    pm_ctl(const char *name, void *oldp, size_t *oldlenp, const void *newp, size_t newlen);

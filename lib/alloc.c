@@ -30,6 +30,7 @@ static void *allocate(size_t size, unsigned c, size_t align, bool counted, bool 
         p = _pm_huge_alloc(size, align, zero);
     }
     if (p && sampled) _pm_sample_record(p, size, ra);
+    _pm_purge_start();
     return p;
 }
 
@@ -78,6 +79,7 @@ void _pm_free_slow(void *p) {
         _pm_heap_free_remote(pool, block);
     } else {
         free_huge("free", p);
+        _pm_purge_start();
     }
     errno = saved;
 }
@@ -86,6 +88,7 @@ void _pm_free_slow(void *p) {
 void _pm_free_local_slow(pm_heap_t *heap, pm_pool_t *pool, void *block) {
     if (pool->flags & PM_POOL_SAMPLED) forget_if_sampled(pool, block);
     _pm_heap_free_slow(heap, pool, true);
+    _pm_purge_start();
 }
 
 void *_pm_calloc_at(size_t n, size_t size, void *ra) {
@@ -120,10 +123,10 @@ void *_pm_realloc_at(void *p, size_t size, void *ra) {
         old = _pm_huge_usable(p, &sampled);
         if (old == 0) _pm_invalid_free("realloc", p, "invalid pointer (not allocated by poolmalloc)");
         if (size > PM_LARGE_MAX) {
-            bool is_huge;
+            bool handled;
             if (sampled) _pm_sample_forget(p);      /* its record would name the old size */
-            void *q = _pm_huge_realloc(p, size, &is_huge);
-            if (is_huge) return q;
+            void *q = _pm_huge_realloc(p, size, &handled);
+            if (handled) return q;
         }
     }
     void *q = _pm_malloc_at(size, ra);
@@ -134,7 +137,7 @@ void *_pm_realloc_at(void *p, size_t size, void *ra) {
 }
 
 /* Blocks of a class whose size is a multiple of `align` are aligned to it (size_class.c), so an
- * aligned request up to 64 KiB alignment is an ordinary allocation from the first such class. */
+ * aligned request up to PM_POOL_ALIGN_MAX (16 KiB) alignment is an ordinary allocation from the first such class. */
 void *_pm_memalign_at(size_t align, size_t size, void *ra) {
     if (align <= PM_ALIGN) return _pm_malloc_at(size, ra);
     _pm_init();

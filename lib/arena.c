@@ -19,14 +19,18 @@
  *     that has no room, and lightly used arenas (long runs) are used last, drain and can be
  *     returned (the aim of pymalloc's ordering of usable_arenas, fullest first). Inside the
  *     arena, a run of dirty slots is taken first (below).
- *   - Free slots are "dirty" (their pages may be resident) until purged. A slot freed more than
- *     `purge_delay` ms ago is decommitted (one madvise per run of slots) the next time any pool
- *     is released, so memory a program freed goes back to the OS within a bounded delay while
- *     a program that frees and reallocates at once keeps its pages (no madvise/fault churn).
- *     If more than `purge` bytes are dirty, all of them are decommitted at once.
- *   - A wholly free arena is decommitted and kept if it is the only one, else unmapped: one
- *     cached arena is the hysteresis that stops a program which frees and allocates at a
- *     boundary from mapping and unmapping in a loop (CPython keeps one for the same reason).
+ *   - Reuse first, return what stays unused (docs/design.md, "Memory return"). A freed slot is
+ *     "dirty": its pages stay resident, and the next pool takes dirty slots before clean ones,
+ *     so a program that frees a structure and builds it again reuses its own pages instead of
+ *     faulting fresh ones in (on a VM a fault costs microseconds). A slot that has stayed free
+ *     for `purge_delay` ms is decommitted (one madvise per run of slots): by pool releases,
+ *     which look at the clock, and by the background purge thread (purge.c), so that a program
+ *     that goes idle gets its memory back too. If `purge` is set and more bytes than that are
+ *     dirty, all of them are decommitted at once.
+ *   - A wholly free arena stays mapped and dirty like any free slot. Once its slots have been
+ *     decommitted it is unmapped, but one clean free arena is kept: the hysteresis that stops a
+ *     program which frees and allocates at a boundary from mapping and unmapping in a loop
+ *     (CPython keeps one for the same reason).
  *   - _pm_arena_map has one byte per 4 MiB of address space (32 MiB of zero-fill bss; only the
  *     pages covering our arenas are ever touched). It answers "is this pointer in one of our
  *     arenas?" with one load, which is how free() rejects pointers it never handed out.
@@ -48,6 +52,7 @@ static pm_arena_t *buckets[PM_SLOTS];   /* buckets[n]: arenas whose longest free
 static pm_slotset_t buckets_used;       /* bit n: buckets[n] is not empty (a set of bucket numbers) */
 static pm_arena_t *all_arenas;
 static size_t narenas, nfree_arenas, mapped_total, unmapped_total, dirty_slots;
+static size_t returned_bytes;          /* decommitted or unmapped, in total */
 
 #define ARENA_FREE_SLOTS (PM_SLOTS - PM_HEADER_SLOTS)   /* nfree of an arena with no pool */
 
@@ -163,7 +168,9 @@ static void arena_unmap(pm_arena_t *a) {
     for (pm_arena_t **pp = &all_arenas; *pp; pp = &(*pp)->all_next) {
         if (*pp == a) { *pp = a->all_next; break; }
     }
-    dirty_slots -= set_count(&a->slots_dirty);
+    size_t dirty = set_count(&a->slots_dirty);
+    dirty_slots -= dirty;
+    returned_bytes += (dirty + PM_HEADER_SLOTS) << PM_SLOT_SHIFT;   /* what was resident */
     narenas--; nfree_arenas--; unmapped_total++;
     _pm_arena_map[(uintptr_t)a >> PM_ARENA_SHIFT] = 0;
     _pm_os_unmap(a, PM_ARENA_SIZE);
@@ -209,34 +216,54 @@ static size_t decommit(pm_arena_t *a, const pm_slotset_t *mask) {
         released += len;
         i = end;
     }
+    returned_bytes += released;
     return released;
 }
 
-/* Decommit every dirty slot freed at or before `cutoff` (ms); all of them when `cutoff` is
- * UINT32_MAX. Returns the bytes released. */
-static size_t purge(uint32_t cutoff) {
+/* Decommit every dirty slot freed at or before `cutoff` (ms), all of them when `all`, then unmap
+ * the wholly free arenas that are left clean, but one. Returns the bytes released; *oldest is the
+ * freed time of the oldest dirty slot left (unchanged if there is none). */
+static size_t purge(uint32_t cutoff, bool all, uint32_t *oldest) {
     size_t released = 0;
-    for (pm_arena_t *a = all_arenas; a; a = a->all_next) {
+    for (pm_arena_t *a = all_arenas, *next; a; a = next) {
+        next = a->all_next;
         pm_slotset_t old = {{0}};
         for (unsigned i = set_next(&a->slots_dirty, 0, false); i < PM_SLOTS; i = set_next(&a->slots_dirty, i + 1, false)) {
-            if ((int32_t)(a->freed_ms[i] - cutoff) <= 0 || cutoff == UINT32_MAX) old.w[i / 64] |= (uint64_t)1 << (i % 64);
+            if (all || (int32_t)(a->freed_ms[i] - cutoff) <= 0) old.w[i / 64] |= (uint64_t)1 << (i % 64);
+            else if ((int32_t)(a->freed_ms[i] - *oldest) < 0) *oldest = a->freed_ms[i];
         }
         if (set_any(&old)) released += decommit(a, &old);
+        if (a->nfree == ARENA_FREE_SLOTS && nfree_arenas > 1 && !set_any(&a->slots_dirty)) {
+            arena_unmap(a);
+            released += PM_HEADER_SLOTS << PM_SLOT_SHIFT;
+        }
     }
     return released;
 }
 
 static uint32_t last_purge_ms;
 
-/* Called on every pool release. Looks at the clock, and at most every delay/4 ms at the slots. */
-static void maybe_purge(void) {
-    uint32_t now = _pm_os_now_ms(), delay = (uint32_t)_pm_options.purge_delay;
-    if (dirty_slots * PM_SLOT_SIZE > _pm_options.purge) {
-        purge(UINT32_MAX);
+/* Called on every pool release, under the lock: looks at the clock, and at most every delay/4 ms
+ * at the slots. The background thread (purge.c) does the same for a program that stopped
+ * calling the allocator. */
+static void maybe_purge(uint32_t now) {
+    uint32_t delay = (uint32_t)_pm_options.purge_delay, oldest = now;
+    if (_pm_options.purge && dirty_slots * PM_SLOT_SIZE > _pm_options.purge) {
+        purge(0, true, &oldest);
     } else if (now - last_purge_ms > delay / 4) {
-        purge(now - delay);
+        purge(now - delay, false, &oldest);
         last_purge_ms = now;
     }
+}
+
+uint32_t _pm_arena_purge_due(uint32_t now) {
+    uint32_t delay = (uint32_t)_pm_options.purge_delay, oldest = now;
+    pthread_mutex_lock(&_pm_arena_lock);
+    purge(now - delay, false, &oldest);
+    last_purge_ms = now;
+    bool waiting = dirty_slots > 0;
+    pthread_mutex_unlock(&_pm_arena_lock);
+    return waiting ? oldest + delay - now : PM_PURGE_NONE;
 }
 
 /* Take a run of slots for a pool of `size_class`. The pool's geometry is written here, under the
@@ -312,26 +339,19 @@ void _pm_arena_pool_release(pm_pool_t *pool) {
     unsigned merged = free_run_length(&arena->slots_used, at);
     if (merged > arena->max_run) arena->max_run = merged;
     bucket_insert(arena);
-    if (arena->nfree == ARENA_FREE_SLOTS) {
-        nfree_arenas++;
-        if (nfree_arenas > 1) {
-            arena_unmap(arena);
-        } else {
-            pm_slotset_t all;
-            memset(&all, 0xff, sizeof all);
-            decommit(arena, &all);
-        }
-    }
-    maybe_purge();
+    if (arena->nfree == ARENA_FREE_SLOTS) nfree_arenas++;
+    maybe_purge(now);
+    _pm_purge_note();
     pthread_mutex_unlock(&_pm_arena_lock);
 }
 
 size_t _pm_arena_trim(void) {
     pthread_mutex_lock(&_pm_arena_lock);
-    size_t released = purge(UINT32_MAX);
+    uint32_t oldest = 0;
+    size_t released = purge(0, true, &oldest);
     for (pm_arena_t *a = all_arenas, *next; a; a = next) {
         next = a->all_next;
-        if (a->nfree == ARENA_FREE_SLOTS) { arena_unmap(a); released += PM_ARENA_SIZE; }
+        if (a->nfree == ARENA_FREE_SLOTS) { arena_unmap(a); released += PM_HEADER_SLOTS << PM_SLOT_SHIFT; }
     }
     pthread_mutex_unlock(&_pm_arena_lock);
     return released;
@@ -345,6 +365,7 @@ void _pm_arena_counts(pm_arena_counts_t *out) {
     out->arenas_unmapped_total = unmapped_total;
     out->free_slots = free_slots;
     out->dirty_slots = dirty_slots;
+    out->returned_bytes = returned_bytes;
 }
 
 pm_arena_t *_pm_arena_first(void) { return all_arenas; }

@@ -7,6 +7,8 @@
  *   stats.live_bytes     size_t      r       bytes in blocks handed out
  *   stats.mapped_bytes   size_t      r       bytes in arenas and huge blocks
  *   stats.resident_bytes size_t      r       resident set of the process
+ *   stats.decaying_bytes size_t      r       free but still committed, returned after purge_delay
+ *   stats.returned_bytes size_t      r       given back to the OS so far
  *   report.dump          char[]      rw      writing anything dumps the configured formats now;
  *                                            reading gives the paths written, one per line
  *   report.seq           unsigned    r       reports dumped so far
@@ -79,6 +81,8 @@ PM_EXPORT int pm_ctl(const char *name, void *oldp, size_t *oldlenp, const void *
         if (strcmp(name, "stats.live_bytes") == 0) return read_size(oldp, oldlenp, s.in_use);
         if (strcmp(name, "stats.mapped_bytes") == 0) return read_size(oldp, oldlenp, s.mapped);
         if (strcmp(name, "stats.resident_bytes") == 0) return read_size(oldp, oldlenp, s.resident);
+        if (strcmp(name, "stats.decaying_bytes") == 0) return read_size(oldp, oldlenp, s.decaying);
+        if (strcmp(name, "stats.returned_bytes") == 0) return read_size(oldp, oldlenp, s.returned);
         return ENOENT;
     }
     if (strcmp(name, "report.dump") == 0) {

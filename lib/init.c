@@ -36,6 +36,7 @@ static void fork_parent(void) {
 
 static void fork_child(void) {
     pthread_mutex_init(&_pm_arena_lock, NULL);
+    _pm_purge_fork_child();
     _pm_pool_fork_child();
     _pm_huge_fork_child();
     _pm_heap_fork_child();

@@ -226,15 +226,31 @@ void   _pm_os_private_close(pm_private_fd_t *p);          /* close it if it stil
 int    _pm_os_private_socketpair(pm_private_fd_t out[2]); /* 0 or errno */
 uint32_t _pm_os_now_ms(void);                      /* a coarse monotonic clock, wraps every 49 days */
 
+/* ---- purge.c: the background purge thread ------------------------------------------------- */
+#define PM_PURGE_NONE   UINT32_MAX                /* "nothing waits to be purged" */
+#define PM_PURGE_WANTED 1                         /* _pm_purge_state: start the thread */
+extern _Atomic int _pm_purge_state;
+void _pm_purge_note(void);                        /* memory waits for decay (arena or huge lock held) */
+void _pm_purge_start_slow(void);
+const char *_pm_purge_thread_state(void);         /* "idle", "starting", "running" or "off" */
+void _pm_purge_fork_child(void);
+/* From slow paths that hold no lock: start the thread if a note asked for it. */
+PM_INLINE void _pm_purge_start(void) {
+    if (PM_UNLIKELY(atomic_load_explicit(&_pm_purge_state, memory_order_relaxed) == PM_PURGE_WANTED))
+        _pm_purge_start_slow();
+}
+
 /* ---- arena.c ------------------------------------------------------------------------------ */
 extern uint8_t _pm_arena_map[(size_t)1 << (PM_ADDR_BITS - PM_ARENA_SHIFT)];
 extern pthread_mutex_t _pm_arena_lock;
 pm_pool_t *_pm_arena_pool_acquire(unsigned size_class); /* NULL + ENOMEM when out of memory */
 void       _pm_arena_pool_release(pm_pool_t *pool);
 size_t     _pm_arena_trim(void);                     /* decommit free slots, unmap free arenas */
+uint32_t   _pm_arena_purge_due(uint32_t now);        /* return what decayed; ms to the next, or PM_PURGE_NONE */
 typedef struct {
     size_t arenas, arenas_mapped_total, arenas_unmapped_total;
     size_t free_slots, dirty_slots;
+    size_t returned_bytes;                           /* decommitted or unmapped, in total */
 } pm_arena_counts_t;
 void _pm_arena_counts(pm_arena_counts_t *out);        /* caller holds _pm_arena_lock */
 pm_arena_t *_pm_arena_first(void);                   /* caller holds _pm_arena_lock */
@@ -323,8 +339,14 @@ void  *_pm_huge_alloc(size_t size, size_t align, bool zero);
 bool   _pm_huge_free(void *p);            /* false if p is not a huge block */
 size_t _pm_huge_usable(const void *p, bool *sampled); /* 0 if p is not a huge block */
 void   _pm_huge_set_sampled(void *p);
-void  *_pm_huge_realloc(void *p, size_t size, bool *is_huge);
-typedef struct { size_t count, requested, mapped; } pm_huge_counts_t;
+void  *_pm_huge_realloc(void *p, size_t size, bool *handled); /* handled false: the caller copies */
+uint32_t _pm_huge_purge_due(uint32_t now);   /* unmap what decayed; ms to the next, or PM_PURGE_NONE */
+size_t _pm_huge_trim(void);                  /* unmap every cached run; returns the bytes */
+typedef struct {
+    size_t count, requested, mapped;          /* live huge blocks */
+    size_t cached, cached_runs;               /* freed runs kept for reuse (resident) */
+    size_t returned_bytes, reused_total;      /* unmapped from the cache; requests served from it */
+} pm_huge_counts_t;
 void   _pm_huge_counts(pm_huge_counts_t *out);
 void   _pm_huge_fork_prepare(void);
 void   _pm_huge_fork_parent(void);
@@ -350,8 +372,9 @@ enum { PM_FMT_TEXT = 1, PM_FMT_JSON = 2, PM_FMT_PPROF = 4, PM_FMT_FOLDED = 8, PM
 typedef struct {
     bool   stats;          /* print statistics at exit */
     bool   verbose;        /* say what happens (report files written) */
-    size_t purge;          /* decommit all free pool slots at once when this many bytes are dirty */
-    size_t purge_delay;    /* ms: decommit a free pool slot this long after it was freed */
+    size_t purge;          /* 0, or: decommit all free pool slots at once when this many bytes are dirty */
+    size_t purge_delay;    /* ms: return freed memory (slots, arenas, huge mappings) this long after */
+    bool   background;     /* a background thread returns decayed memory of an idle program */
     size_t sample;         /* mean bytes between sampled allocations; 0: off; 1: every one */
     int    signal;         /* dump reports on this signal; 0: off */
     char   dir[256];       /* where report files go */
@@ -379,7 +402,10 @@ typedef struct {
     pm_class_stats_t cls[PM_NCLASSES];
     size_t mapped, arena_headers, free_slots, in_use, free_in_pools, quantization;
     size_t huge_count, huge_requested, huge_mapped;
+    size_t huge_cached, huge_cached_runs, huge_reused_total;  /* freed huge runs kept for reuse */
     size_t arenas, arenas_mapped_total, arenas_unmapped_total, dirty_slots;
+    size_t decaying;       /* free and still committed: dirty slots and cached huge runs */
+    size_t returned;       /* given back to the OS in total (decommitted or unmapped) */
     size_t heaps, heaps_abandoned;
 } pm_stats_snapshot_t;
 void _pm_stats_snapshot(pm_stats_snapshot_t *out);

@@ -18,8 +18,8 @@
 #include <sys/auxv.h>
 
 pm_options_t _pm_options = {
-    .purge = (size_t)256 << 20,
     .purge_delay = 1000,
+    .background = true,
     .dir = ".",
     .prefix = "poolmalloc",
 };
@@ -37,8 +37,9 @@ typedef struct {
 static const opt_t table[] = {
     { "stats",       OPT_BOOL,    FIELD(stats),       false, "print the statistics report to stderr at exit" },
     { "verbose",     OPT_BOOL,    FIELD(verbose),     false, "say on stderr where each report went" },
-    { "purge",       OPT_SIZE,    FIELD(purge),       false, "decommit every free pool slot once this many bytes are dirty" },
-    { "purge_delay", OPT_SIZE,    FIELD(purge_delay), false, "decommit a free pool slot this many ms after it was freed" },
+    { "purge",       OPT_SIZE,    FIELD(purge),       false, "0, or return every free pool slot at once when this many bytes wait" },
+    { "purge_delay", OPT_SIZE,    FIELD(purge_delay), false, "return freed memory that stayed unused this many ms" },
+    { "background",  OPT_BOOL,    FIELD(background),  false, "return decayed memory from a thread, so an idle program gets it back" },
     { "sample",      OPT_SIZE,    FIELD(sample),      true,  "mean bytes between sampled allocations (0 off, 1 all)" },
     { "signal",      OPT_SIGNAL,  FIELD(signal),      true,  "signal that dumps the reports (USR1, USR2, a number, off)" },
     { "dir",         OPT_STRING,  FIELD(dir),         true,  "directory for report files" },
@@ -151,7 +152,7 @@ static const char *want(opt_kind_t kind) {
     case OPT_SIZE:    return "want a size like 64k";
     case OPT_SIGNAL:  return "want USR1, USR2, a signal number or off";
     case OPT_FORMATS: return "want text, json, pprof or folded, joined by +";
-    case OPT_STRING:  return "want a non-empty string of at most 255 characters";
+    case OPT_STRING:  return "want a non-empty string of at most %zu characters";
     }
     return "";
 }
@@ -177,8 +178,13 @@ int _pm_options_parse(const char *conf, pm_options_t *out) {
                 _pm_warn("POOLMALLOC_CONF: unknown option '%.*s' ignored", (int)klen, s);
                 warnings++;
             } else if (!parse_value(opt, val, vlen, out)) {
+                char why[64];            /* the want() text, with a string option's length limit */
+                pm_out_t w;
+                _pm_out_init(&w, why, sizeof why - 1, -1);
+                _pm_out_printf(&w, want(opt->kind), opt->size - 1);
+                why[w.len] = 0;
                 _pm_warn("POOLMALLOC_CONF: bad value '%.*s' for '%s' (%s), default kept", (int)vlen, val,
-                         opt->name, want(opt->kind));
+                         opt->name, why);
                 warnings++;
             } else {
                 out->given |= 1u << (opt - table);

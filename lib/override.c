@@ -108,8 +108,8 @@ PM_EXPORT struct mallinfo2 mallinfo2(void) {
     mi.hblks = s.huge_count;
     mi.hblkhd = s.huge_mapped;
     mi.uordblks = s.in_use + s.huge_requested;
-    mi.fordblks = s.free_in_pools + s.free_slots;
-    mi.keepcost = s.free_slots;                   /* what malloc_trim could release at most */
+    mi.fordblks = s.free_in_pools + s.free_slots + s.huge_cached;
+    mi.keepcost = s.free_slots + s.huge_cached;   /* what malloc_trim could release at most */
     return mi;
 }
 
@@ -163,7 +163,7 @@ PM_EXPORT void  pm_stats_print(int fd) { _pm_stats_print(fd); }
 PM_EXPORT size_t pm_trim(void) {
     _pm_init();
     _pm_heap_collect_all();
-    return _pm_arena_trim();
+    return _pm_arena_trim() + _pm_huge_trim();
 }
 
 PM_EXPORT void pm_stats_get(pm_stats_t *out) {
@@ -172,8 +172,10 @@ PM_EXPORT void pm_stats_get(pm_stats_t *out) {
     long rss = _pm_os_resident_bytes();
     out->mapped = s.mapped;
     out->in_use = s.in_use + s.huge_requested;
-    out->free = s.free_in_pools;
+    out->free = s.free_in_pools + s.huge_cached;
     out->overhead = s.quantization + s.arena_headers + s.free_slots + (s.huge_mapped - s.huge_requested);
+    out->decaying = s.decaying;
+    out->returned = s.returned;
     out->arenas = s.arenas;
     out->huge_blocks = s.huge_count;
     out->resident = rss > 0 ? (size_t)rss : 0;

@@ -337,9 +337,14 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
                    v->sites.rate, live_bytes(&t), t.stats.mapped, t.all_mapped, t.peak_mapped, t.resident, t.peak_resident,
                    t.stats.free_in_pools, t.frag / 1000, t.frag % 1000, t.stats.huge_count);
     _pm_out_printf(&o, "\"accounting\":{\"in_use\":%zu,\"free_in_pools\":%zu,\"pool_tails\":%zu,"
-                   "\"arena_headers\":%zu,\"free_slots\":%zu,\"huge_rounding\":%zu},\n",
+                   "\"arena_headers\":%zu,\"free_slots\":%zu,\"huge_rounding\":%zu,\"huge_cached\":%zu},\n",
                    live_bytes(&t), t.stats.free_in_pools, t.stats.quantization, t.stats.arena_headers,
-                   t.stats.free_slots, t.stats.huge_mapped - t.stats.huge_requested);
+                   t.stats.free_slots, t.stats.huge_mapped - t.stats.huge_requested, t.stats.huge_cached);
+    _pm_out_printf(&o, "\"memory_return\":{\"decaying_bytes\":%zu,\"dirty_slot_bytes\":%zu,\"huge_cached_bytes\":%zu,"
+                   "\"huge_cached_runs\":%zu,\"huge_reused_total\":%zu,\"returned_bytes\":%zu,\"purge_delay_ms\":%zu,"
+                   "\"background\":\"%s\"},\n",
+                   t.stats.decaying, t.stats.dirty_slots * PM_SLOT_SIZE, t.stats.huge_cached, t.stats.huge_cached_runs,
+                   t.stats.huge_reused_total, t.stats.returned, _pm_options.purge_delay, _pm_purge_thread_state());
     _pm_out_printf(&o, "\"arenas\":{\"mapped_now\":%zu,\"mapped_total\":%zu,\"unmapped_total\":%zu,"
                    "\"free_slots\":%zu,\"dirty_slots\":%zu,\"heaps\":%zu,\"heaps_abandoned\":%zu},\n",
                    t.stats.arenas, t.stats.arenas_mapped_total, t.stats.arenas_unmapped_total,

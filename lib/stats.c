@@ -5,6 +5,10 @@
  * byte accounting must balance, and the report says whether it does:
  *
  *   mapped = in use + free in pools + pool tails + arena headers + free slots + huge rounding
+ *            + cached huge runs
+ *
+ * and where the resident memory is: "decaying" bytes are free but still committed (dirty slots
+ * and cached huge runs), kept for reuse and returned once unused for purge_delay ms.
  *
  * "in use" counts blocks handed out, including blocks freed by another thread that the owner has
  * not taken back yet, but not those in a thread's foreign cache (heap.c). Reports format into a fixed buffer and write(2) it: no malloc, no stdio. */
@@ -64,7 +68,12 @@ void _pm_stats_snapshot(pm_stats_snapshot_t *s) {
     s->huge_count = huge.count;
     s->huge_requested = huge.requested;
     s->huge_mapped = huge.mapped;
-    s->mapped = ac.arenas * PM_ARENA_SIZE + huge.mapped;
+    s->huge_cached = huge.cached;
+    s->huge_cached_runs = huge.cached_runs;
+    s->huge_reused_total = huge.reused_total;
+    s->mapped = ac.arenas * PM_ARENA_SIZE + huge.mapped + huge.cached;
+    s->decaying = ac.dirty_slots * PM_SLOT_SIZE + huge.cached;
+    s->returned = ac.returned_bytes + huge.returned_bytes;
 }
 
 static void row(pm_out_t *o, const char *what, size_t bytes, size_t total) {
@@ -100,8 +109,13 @@ void _pm_stats_print(int fd) {
                    s.arenas, PM_ARENA_SIZE >> 10, s.arenas_mapped_total, s.arenas_unmapped_total);
     _pm_out_printf(&o, "free pool slots: %zu, of which %zu not yet decommitted\n",
                    s.free_slots / PM_SLOT_SIZE, s.dirty_slots);
-    _pm_out_printf(&o, "huge blocks: %zu, %zu bytes requested, %zu bytes mapped\n",
-                   s.huge_count, s.huge_requested, s.huge_mapped);
+    _pm_out_printf(&o, "huge blocks: %zu, %zu bytes requested, %zu bytes mapped; %zu freed runs cached (%zu bytes), "
+                   "%zu requests served from the cache\n",
+                   s.huge_count, s.huge_requested, s.huge_mapped, s.huge_cached_runs, s.huge_cached, s.huge_reused_total);
+    _pm_out_printf(&o, "memory return: %zu bytes free but committed (%zu in free pool slots, %zu in cached huge runs), "
+                   "reused first and returned after %zu ms unused; %zu bytes returned in total; background purge %s\n",
+                   s.decaying, s.dirty_slots * PM_SLOT_SIZE, s.huge_cached, _pm_options.purge_delay, s.returned,
+                   _pm_purge_thread_state());
     _pm_out_printf(&o, "heaps: %zu (%zu abandoned, waiting for a thread)\n", s.heaps, s.heaps_abandoned);
     _pm_out_printf(&o, "byte accounting %36s  share\n", "bytes");
     row(&o, "in use (blocks handed out)", s.in_use + s.huge_requested, s.mapped);
@@ -110,8 +124,9 @@ void _pm_stats_print(int fd) {
     row(&o, "arena headers", s.arena_headers, s.mapped);
     row(&o, "free pool slots", s.free_slots, s.mapped);
     row(&o, "huge page rounding", s.huge_mapped - s.huge_requested, s.mapped);
+    row(&o, "cached huge runs (freed, for reuse)", s.huge_cached, s.mapped);
     size_t sum = s.in_use + s.huge_requested + s.free_in_pools + s.quantization + s.arena_headers +
-                 s.free_slots + (s.huge_mapped - s.huge_requested);
+                 s.free_slots + (s.huge_mapped - s.huge_requested) + s.huge_cached;
     _pm_out_printf(&o, "  %-34s %16zu  %s\n", "= total mapped", s.mapped,
                    sum == s.mapped ? "(balanced)" : "(NOT BALANCED: a bug, please report)");
     long rss = _pm_os_resident_bytes();

@@ -33,7 +33,10 @@ static inline int run_in_child(void (*fn)(void *), void *arg, char *msg, size_t 
     close(fds[1]);
     size_t len = 0;
     ssize_t n;
-    while (len + 1 < cap && (n = read(fds[0], msg + len, cap - 1 - len)) > 0) len += (size_t)n;
+    char rest[4096];
+    /* read to the end, keeping what fits: a child must never die of SIGPIPE for our buffer */
+    while ((n = len + 1 < cap ? read(fds[0], msg + len, cap - 1 - len) : read(fds[0], rest, sizeof rest)) > 0)
+        if (len + 1 < cap) len += (size_t)n;
     msg[len] = 0;
     close(fds[0]);
     int status;

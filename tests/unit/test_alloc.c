@@ -118,7 +118,12 @@ Test(alloc, huge_blocks_are_mapped_zeroed_and_freed) {
     free(p);
     pm_stats_get(&after);
     cr_assert_eq(after.huge_blocks, before.huge_blocks);
-    cr_assert_eq(after.mapped, before.mapped);
+    cr_assert_eq(after.mapped, before.mapped + (64u << 20), "the freed mapping is cached for reuse");
+    cr_assert_eq(after.decaying, before.decaying + (64u << 20));
+    pm_trim();
+    pm_stats_get(&after);
+    cr_assert_leq(after.mapped, before.mapped, "malloc_trim unmaps it");
+    cr_assert_eq(after.decaying, 0);
 }
 
 Test(alloc, free_keeps_errno) {

@@ -57,32 +57,128 @@ Test(arena, accounting_balances) {
     pm_stats_snapshot_t s;
     _pm_stats_snapshot(&s);
     size_t sum = s.in_use + s.huge_requested + s.free_in_pools + s.quantization + s.arena_headers +
-                 s.free_slots + (s.huge_mapped - s.huge_requested);
+                 s.free_slots + (s.huge_mapped - s.huge_requested) + s.huge_cached;
     cr_assert_eq(sum, s.mapped);
-    cr_assert_eq(s.mapped, s.arenas * PM_ARENA_SIZE + s.huge_mapped);
+    cr_assert_eq(s.mapped, s.arenas * PM_ARENA_SIZE + s.huge_mapped + s.huge_cached);
     size_t used = 0;
     for (unsigned c = 0; c < PM_NCLASSES; c++) used += s.cls[c].blocks_used * _pm_classes[c].size;
     cr_assert_eq(used, s.in_use);
     for (int i = 0; i < 1000; i++) free(keep[i]);
 }
 
-Test(arena, mapped_and_resident_bytes_fall_after_a_mass_free) {
-    enum { N = 400000 };
-    static void *blocks[N];
+/* Fill ~100 MiB with small blocks and a few large ones; returns how many small ones. */
+enum { MASS_N = 400000, MASS_LARGE = 64 };
+static void *mass[MASS_N];
+static void mass_build(void) {
+    for (int i = 0; i < MASS_N; i++) { mass[i] = malloc(64 + (i % 8) * 64); memset(mass[i], 1, 64); }
+    for (int i = 0; i < MASS_LARGE; i++) { mass[i] = realloc(mass[i], 200000); memset(mass[i], 2, 200000); }
+}
+static void mass_free(void) { for (int i = 0; i < MASS_N; i++) free(mass[i]); }
+
+/* Reuse before return: a structure freed and built again at once takes the same arenas, with
+ * their pages still resident, instead of mapping and faulting in new ones. */
+Test(arena, freed_memory_is_reused_before_it_is_returned) {
+    _pm_options.purge_delay = 60000;                 /* a slow (sanitizer) run must not decay */
+    pm_stats_t peak, after;
+    pm_stats_snapshot_t s1, s2;
+    mass_build();
+    pm_stats_get(&peak);
+    _pm_stats_snapshot(&s1);
+    mass_free();
+    pm_stats_get(&after);
+    cr_assert_geq(after.mapped, peak.mapped, "nothing was unmapped at once: %zu -> %zu", peak.mapped, after.mapped);
+    cr_assert_gt(after.decaying, (size_t)90 << 20, "the freed slots wait for decay: %zu", after.decaying);
+    size_t ctl_decaying = 0, len = sizeof ctl_decaying;
+    cr_assert_eq(pm_ctl("stats.decaying_bytes", &ctl_decaying, &len, NULL, 0), 0);
+    cr_assert_eq(ctl_decaying, after.decaying);
+    mass_build();
+    _pm_stats_snapshot(&s2);
+    cr_assert_eq(s2.arenas_mapped_total, s1.arenas_mapped_total, "the second build mapped %zu new arenas",
+                 s2.arenas_mapped_total - s1.arenas_mapped_total);
+    cr_assert_eq(s2.returned, s1.returned, "nothing was returned between the builds");
+    mass_free();
+    pm_trim();
+    pm_stats_get(&after);
+    cr_assert_eq(after.decaying, 0, "malloc_trim returns everything at once");
+    cr_assert_lt(after.resident, peak.resident - (90u << 20), "RSS %zu -> %zu", peak.resident, after.resident);
+}
+
+/* An idle program gets its memory back: after a mass free and no allocator call at all, the
+ * background thread decommits the slots and unmaps the arenas once purge_delay has passed. */
+Test(arena, an_idle_program_gets_its_memory_back_within_the_decay_time) {
+    _pm_options.purge_delay = 100;
     pm_stats_t base, peak, after;
     pm_stats_get(&base);
-    for (int i = 0; i < N; i++) { blocks[i] = malloc(64 + (i % 8) * 64); memset(blocks[i], 1, 64); }
-    for (int i = 0; i < 64; i++) { blocks[i] = realloc(blocks[i], 200000); memset(blocks[i], 2, 200000); }
+    mass_build();
     pm_stats_get(&peak);
     cr_assert_gt(peak.mapped, base.mapped + (100u << 20), "the blocks took %zu bytes", peak.mapped - base.mapped);
-    for (int i = 0; i < N; i++) free(blocks[i]);
+    mass_free();
+    usleep(400 * 1000);                             /* 4x the delay; no allocator call meanwhile */
     pm_stats_get(&after);
-    /* freeing returns empty pools to their arenas and wholly free arenas to the OS at once */
+    cr_assert_lt(after.decaying, (size_t)1 << 20, "%zu bytes still wait", after.decaying);
     cr_assert_lt(after.mapped, base.mapped + (12u << 20), "still mapped: %zu (base %zu)", after.mapped, base.mapped);
     cr_assert_lt(after.resident, peak.resident - (100u << 20), "RSS %zu -> %zu", peak.resident, after.resident);
+    cr_assert_geq(after.returned, peak.returned + (100u << 20));
     pm_trim();
     pm_stats_get(&after);
     cr_assert_leq(after.mapped, base.mapped + PM_ARENA_SIZE);
+}
+
+/* A freed huge block is kept and handed out again whole or split; its neighbours merge back;
+ * the cache is unmapped once it has decayed. */
+Test(arena, a_freed_huge_block_is_reused_then_returned) {
+    _pm_options.purge_delay = 100;
+    pm_trim();
+    pm_huge_counts_t h0, h;
+    _pm_huge_counts(&h0);
+    cr_assert_eq(h0.cached, 0);
+    char *a = malloc(20u << 20);
+    memset(a, 7, 20u << 20);
+    free(a);
+    _pm_huge_counts(&h);
+    cr_assert_eq(h.cached, (size_t)20 << 20);
+    char *b = malloc(2u << 20), *c = calloc(1, 3u << 20);
+    cr_assert_eq(b, a, "the smallest cached run that fits, from its start");
+    cr_assert_eq(c, a + (2u << 20), "the rest of the run serves the next request");
+    for (size_t i = 0; i < (3u << 20); i += 4096) cr_assert_eq(c[i], 0, "calloc from the cache is zeroed");
+    _pm_huge_counts(&h);
+    cr_assert_eq(h.cached, (size_t)15 << 20);
+    cr_assert_eq(h.reused_total, h0.reused_total + 2);
+    /* realloc: b cannot grow into c; a cached run that fits takes it, with a copy */
+    memset(b, 5, 2u << 20);
+    char *b2 = realloc(b, 6u << 20);
+    cr_assert_eq(b2, a + (5u << 20), "moved into the cached rest of the run");
+    for (size_t i = 0; i < (2u << 20); i += 4096) cr_assert_eq(b2[i], 5);
+    free(c);                                         /* merges with b's old run: [a, a+5 MiB) */
+    _pm_huge_counts(&h);
+    cr_assert_eq(h.cached_runs, 2, "b's old run and c merged; the tail after b2 is the other");
+    char *d = malloc(5u << 20);
+    cr_assert_eq(d, a, "the merged run serves a request neither piece could");
+    memset(d, 9, 5u << 20);
+    /* no room after d (b2 is there), and a copy of 5 MiB costs more than faulting 1 MiB: mremap */
+    char *d2 = realloc(d, 6u << 20);
+    cr_assert_neq(d2, a);
+    for (size_t i = 0; i < (5u << 20); i += 4096) cr_assert_eq(d2[i], 9);
+    free(d2);
+    free(b2);
+    /* growth into the cached run right after the block: same address, no copy */
+    pm_trim();
+    char *x = malloc(8u << 20);
+    free(x);
+    char *y = malloc(2u << 20);
+    cr_assert_eq(y, x);
+    memset(y, 3, 2u << 20);
+    char *y2 = realloc(y, 5u << 20);
+    cr_assert_eq(y2, x, "grown in place into the cached run after it");
+    cr_assert_eq(y2[(2u << 20) - 1], 3);
+    _pm_huge_counts(&h);
+    cr_assert_eq(h.cached, (size_t)3 << 20);
+    _pm_huge_counts(&h0);
+    free(y2);
+    usleep(400 * 1000);
+    _pm_huge_counts(&h);
+    cr_assert_eq(h.cached, 0, "decayed runs are unmapped by the background thread");
+    cr_assert_eq(h.returned_bytes, h0.returned_bytes + ((size_t)8 << 20), "y2 and the run after it");
 }
 
 Test(arena, malloc_trim_releases_free_pool_slots) {
@@ -192,4 +288,26 @@ Test(arena, a_one_block_pool_never_joins_the_list) {
     cr_assert(_pm_arena_check());
     free(p);
     malloc_trim(0);
+}
+
+/* fork: the child has no purge thread of its parent's; it starts its own when memory waits. */
+static void build_free_and_idle(void *arg) {
+    (void)arg;
+    mass_build();
+    mass_free();
+    usleep(500 * 1000);
+    pm_stats_t s;
+    pm_stats_get(&s);
+    _exit(s.decaying < ((size_t)1 << 20) ? 0 : 1);
+}
+
+Test(arena, a_forked_child_starts_its_own_purge_thread) {
+    _pm_options.purge_delay = 100;
+    free(malloc(8u << 20));                          /* a cached run: the thread is wanted */
+    free(malloc(8u << 20));                          /* a slow path: it starts */
+    usleep(400 * 1000);
+    cr_assert_str_eq(_pm_purge_thread_state(), "idle", "the run decayed and the thread sleeps");
+    char out[4096];
+    int st = run_in_child(build_free_and_idle, NULL, out, sizeof out);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child's memory came back while it was idle: %s", out);
 }

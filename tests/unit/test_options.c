@@ -1,7 +1,7 @@
 #include "helpers.h"
 
 static pm_options_t defaults(void) { return (pm_options_t){ .stats = false, .verbose = false, .purge = 8u << 20, .purge_delay = 1000 }; }
-static char msg[4096];
+static char msg[16384];
 
 Test(options, parses_booleans_and_sizes) {
     pm_options_t o = defaults();
