@@ -20,11 +20,12 @@
  * The heap holds a count on its current pool (heap.c), so a free that empties the current pool
  * stays on the fast path: a loop that allocates and frees one block never leaves it.
  *
- * Cost (x86-64, gcc 12 -O2, objdump of the exported functions, counting `ret`): malloc 22
- * instructions, free 37. Of free's, 16 are checks that jemalloc, mimalloc and tcmalloc do not
- * make in their release builds: the arena map (6), the block boundary (6) and the double-free
- * mark (4). A malloc+free pair in bench/fastpath under callgrind: 69, which includes
- * that loop's own instructions and two PLT jumps (jemalloc 77, tcmalloc 77; docs/benchmarks.md).
+ * Cost (x86-64, gcc 12 -O2, objdump of the exported functions, counting `ret`): malloc 20
+ * instructions, free 34 (`used` is updated with one memory add: _pm_pool_used_inc). Of free's,
+ * 16 are checks that jemalloc, mimalloc and tcmalloc do not make in their release builds: the
+ * arena map (6), the block boundary (6) and the double-free mark (4). A malloc+free pair in
+ * bench/fastpath under callgrind: 64, which includes that loop's own 8 instructions and two PLT
+ * jumps (jemalloc 77, tcmalloc 77, mimalloc 52 with no checks; docs/benchmarks.md).
  */
 #ifndef PM_ALLOC_H
 #define PM_ALLOC_H
@@ -47,7 +48,7 @@ PM_INLINE void *_pm_malloc_at(size_t size, void *ra) {
         pool->free = next;
         __builtin_prefetch(next, 1);   /* the next malloc reads it: start the miss now */
         block->mark = 0;
-        _pm_pool_used_add(pool, 1);
+        _pm_pool_used_inc(pool);
         return block;
     }
     return _pm_malloc_slow(size, false, ra);
@@ -64,7 +65,7 @@ PM_INLINE void _pm_free(void *p) {
                 block->next = pool->free;
                 block->mark = mark;
                 pool->free = block;
-                if (PM_UNLIKELY((int32_t)_pm_pool_used_add(pool, (uint32_t)-1) <= 0))   /* empty, or flagged */
+                if (PM_UNLIKELY(_pm_pool_used_dec_le0(pool)))   /* empty, or flagged */
                     _pm_free_local_slow(heap, pool, block);
                 return;
             }
