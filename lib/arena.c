@@ -17,10 +17,10 @@
  *   - Best fit. Arenas sit in buckets by their longest run of free slots; a pool comes from the
  *     arena whose longest run is the shortest that fits, so a search never looks at an arena
  *     that has no room, and lightly used arenas (long runs) are used last, drain and can be
- *     returned (the aim of pymalloc's ordering of usable_arenas, fullest first). Inside the
- *     arena, a run of dirty slots is taken first (below).
- *   - Reuse first, return what stays unused (docs/design.md, "Memory return"). A freed slot is
- *     "dirty": its pages stay resident, and the next pool takes dirty slots before clean ones,
+ *     returned (the aim of pymalloc's ordering of usable_arenas, fullest first). But a run of
+ *     dirty slots, in any arena (best fit first), comes before all of that (below).
+ *   - Reuse first, return what stays unused (docs/design.md, "Returning memory"). A freed slot
+ *     is "dirty": its pages stay resident, and the next pool takes dirty slots before clean ones,
  *     so a program that frees a structure and builds it again reuses its own pages instead of
  *     faulting fresh ones in (on a VM a fault costs microseconds). A slot that has stayed free
  *     for `purge_delay` ms is decommitted (one madvise per run of slots): by pool releases,
