@@ -171,43 +171,41 @@ def time_section(res, lines):
     lines.append("")
 
 
-def rss_section(res, lines):
+def median_table(res, lines, field, divisor, digits, against=None):
+    """One row per timed workload: the median of `field` per allocator, divided by `divisor`,
+    and poolmalloc's median over `against`'s, or over the best peer's (jemalloc, mimalloc,
+    tcmalloc) when `against` is None."""
     allocs = res.main_allocs
-    lines.append("## Peak RSS (median, MiB; lower is better)")
-    lines.append("")
     rows = []
     for wl in res.timed:
         row = [wl]
         for al in allocs:
-            k = res.median(wl, al, "maxrss_kib")
-            row.append(fmt(k / 1024, 1) if k is not None else res.failure(wl, al))
+            k = res.median(wl, al, field)
+            row.append(fmt(k / divisor, digits) if k is not None else res.failure(wl, al))
+        if POOL in allocs:
+            peers = [against] if against in allocs else [p for p in allocs if p not in (POOL, "glibc")]
+            best = [b for b in (res.median(wl, p, field) for p in peers) if b]
+            k = res.median(wl, POOL, field)
+            row.append(fmt(k / min(best), 2) if k is not None and best else "—")
         rows.append(row)
-    lines += table(["workload"] + allocs, rows)
+    name = "pool/%s" % against if against in allocs else "pool/best peer"
+    lines += table(["workload"] + allocs + ([name] if POOL in allocs else []), rows)
     lines.append("")
 
 
+def rss_section(res, lines):
+    lines.append("## Peak RSS (median, MiB; lower is better)")
+    lines.append("")
+    median_table(res, lines, "maxrss_kib", 1024, 1, against="jemalloc")
+
+
 def faults_section(res, lines):
-    allocs = res.main_allocs
     lines.append("## Page faults (median minor faults per run, thousands; lower is better)")
     lines.append("")
     lines.append("Each is a page the kernel had to map in; on a VM one costs microseconds. An "
                  "allocator that gives freed memory back too early pays them again.")
     lines.append("")
-    rows = []
-    for wl in res.timed:
-        row = [wl]
-        for al in allocs:
-            k = res.median(wl, al, "minflt")
-            row.append(fmt(k / 1000, 1) if k is not None else res.failure(wl, al))
-        if POOL in allocs:
-            best = [res.median(wl, p, "minflt") for p in allocs if p not in (POOL, "glibc")]
-            best = [b for b in best if b]
-            k = res.median(wl, POOL, "minflt")
-            row.append(fmt(k / min(best), 2) if k is not None and best else "—")
-        rows.append(row)
-    header = ["workload"] + allocs + (["pool/best peer"] if POOL in allocs else [])
-    lines += table(header, rows)
-    lines.append("")
+    median_table(res, lines, "minflt", 1000, 1)
 
 
 def python_section(res, lines):
