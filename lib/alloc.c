@@ -126,6 +126,7 @@ void *_pm_realloc_at(void *p, size_t size, void *ra) {
             bool handled;
             if (sampled) _pm_sample_forget(p);      /* its record would name the old size */
             void *q = _pm_huge_realloc(p, size, &handled);
+            _pm_purge_start();                       /* a shrink or a move cached a run */
             if (handled) return q;
         }
     }

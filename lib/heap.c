@@ -484,6 +484,7 @@ static void heap_thread_done(void *value) {
     abandoned_heaps = heap;
     nabandoned++;
     pthread_mutex_unlock(&heap_lock);
+    _pm_purge_start();             /* the pools it returned wait for decay: no lock held here */
 }
 
 void _pm_heap_collect_all(void) {

@@ -121,14 +121,18 @@ static size_t cache_oldest(void) {
 }
 
 /* Put [p, p+size) into the cache, merged with the cached runs right before and after it, so
- * that the pieces of a split run become one again and can serve a big request. When the cache
- * is full, the oldest run goes into *victim (to be unmapped by the caller, outside the lock). */
+ * that the pieces of a split run become one again and can serve a big request. The merged run
+ * takes the age of its oldest piece: a piece cut from a big run and freed back again and again
+ * must not keep the rest of the run from decaying (it then goes back with the rest, early). When
+ * the cache is full, the oldest run goes into *victim (to be unmapped by the caller, outside the lock). */
 static void cache_put(uintptr_t p, size_t size, uint32_t now, cached_run_t *victim) {
     victim->size = 0;
+    uint32_t freed = now;
     for (size_t i = 0; i < ncached;) {
         if (cache[i].ptr + cache[i].size == p || p + size == cache[i].ptr) {
             if (cache[i].ptr < p) p = cache[i].ptr;
             size += cache[i].size;
+            if ((int32_t)(cache[i].freed_ms - freed) < 0) freed = cache[i].freed_ms;
             cache_remove(i);
             continue;
         }
@@ -139,7 +143,7 @@ static void cache_put(uintptr_t p, size_t size, uint32_t now, cached_run_t *vict
         *victim = cache[o];
         cache_remove(o);
     }
-    cache[ncached++] = (cached_run_t){ p, size, now };
+    cache[ncached++] = (cached_run_t){ p, size, freed };
     cached_bytes += size;
     _pm_purge_note();
 }
@@ -311,7 +315,7 @@ void *_pm_huge_realloc(void *p, size_t size, bool *handled) {
         if (q) {
             registry_move(e, q, map_size, size);
             pthread_mutex_unlock(&huge_lock);
-            memcpy((void *)q, p, old_size);
+            memcpy((void *)q, p, old_map);               /* the usable size, not the request */
             pthread_mutex_lock(&huge_lock);
             cache_put(at, old_map, _pm_os_now_ms(), &victim);
             if (victim.size) returned_bytes += victim.size;
@@ -320,14 +324,27 @@ void *_pm_huge_realloc(void *p, size_t size, bool *handled) {
             return (void *)q;
         }
     }
+    /* 3. mremap, outside the lock. The entry leaves the registry first: once mremap has moved
+     * the pages, [p, p+old_map) is a hole that another thread's mapping may get, and a stale
+     * entry would let a later free of that block cache the whole range (a block handed out
+     * twice). The caller has already forgotten p's sample. */
+    huge_entry_t was = { at, old_map, old_size, 0 };
+    erase(e);                                           /* table_count stays: it comes back */
     pthread_mutex_unlock(&huge_lock);
-    /* 3. mremap. The block stays registered at p meanwhile: only its owner may resize or free
-     * it, so nobody else looks it up. */
+    int saved = errno;
     void *q = _pm_os_remap(p, old_map, map_size);
-    if (q == NULL) { *handled = false; return NULL; }   /* spans runs of two mappings: copy */
     pthread_mutex_lock(&huge_lock);
-    e = find(at);
-    registry_move(e, (uintptr_t)q, map_size, size);
+    if (q == NULL) {                                    /* spans runs of two mappings: copy */
+        put(table, table_cap, was);
+        pthread_mutex_unlock(&huge_lock);
+        errno = saved;                                  /* the copy sets ENOMEM if it fails */
+        *handled = false;
+        return NULL;
+    }
+    put(table, table_cap, (huge_entry_t){ (uintptr_t)q, map_size, size, 0 });
+    bytes_requested += size - old_size;
+    bytes_mapped += map_size - old_map;
+    if (bytes_mapped > peak_live) peak_live = bytes_mapped;
     pthread_mutex_unlock(&huge_lock);
     return q;
 }

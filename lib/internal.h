@@ -228,6 +228,7 @@ uint32_t _pm_os_now_ms(void);                      /* a coarse monotonic clock, 
 
 /* ---- purge.c: the background purge thread ------------------------------------------------- */
 #define PM_PURGE_NONE   UINT32_MAX                /* "nothing waits to be purged" */
+#define PM_PURGE_DELAY_MAX ((uint32_t)1 << 30)    /* ms, about 12 days: deadlines compare as int32 */
 #define PM_PURGE_WANTED 1                         /* _pm_purge_state: start the thread */
 extern _Atomic int _pm_purge_state;
 void _pm_purge_note(void);                        /* memory waits for decay (arena or huge lock held) */
@@ -389,7 +390,8 @@ typedef struct {
     bool   stats;          /* print statistics at exit */
     bool   verbose;        /* say what happens (report files written) */
     size_t purge;          /* 0, or: decommit all free pool slots at once when this many bytes are dirty */
-    size_t purge_delay;    /* ms: return freed memory (slots, arenas, huge mappings) this long after */
+    size_t purge_delay;    /* ms: return freed memory (slots, arenas, huge mappings) this long after;
+                              at most PM_PURGE_DELAY_MAX, since freed times are 32-bit ms */
     bool   background;     /* a background thread returns decayed memory of an idle program */
     size_t sample;         /* mean bytes between sampled allocations; 0: off; 1: every one */
     int    signal;         /* dump reports on this signal; 0: off */

@@ -206,6 +206,11 @@ bool _pm_options_reports(const pm_options_t *o) {
 }
 
 void _pm_options_finish(pm_options_t *o) {
+    if (o->purge_delay > PM_PURGE_DELAY_MAX) {      /* freed times are 32-bit milliseconds */
+        _pm_warn("POOLMALLOC_CONF: purge_delay %zu is above the limit of %u ms (12 days), limit used",
+                 o->purge_delay, (unsigned)PM_PURGE_DELAY_MAX);
+        o->purge_delay = PM_PURGE_DELAY_MAX;
+    }
     if (!_pm_options_reports(o)) return;
     if (!(o->given & (1u << (find("sample", 6) - table)))) o->sample = (size_t)512 << 10;
     if (!(o->given & (1u << (find("signal", 6) - table)))) o->signal = SIGUSR1;

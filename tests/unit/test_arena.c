@@ -311,3 +311,51 @@ Test(arena, a_forked_child_starts_its_own_purge_thread) {
     int st = run_in_child(build_free_and_idle, NULL, out, sizeof out);
     cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child's memory came back while it was idle: %s", out);
 }
+
+/* realloc into a cached run copies the whole usable size, not only the bytes requested. */
+Test(arena, a_huge_realloc_into_a_cached_run_keeps_the_usable_bytes) {
+    pm_trim();
+    char *run = malloc(32u << 20);
+    free(run);                                       /* a 32 MiB cached run */
+    char *p = malloc((2u << 20) + 1), *after = malloc((1u << 20) + 1);   /* huge: p cannot grow in place */
+    size_t usable = malloc_usable_size(p);
+    cr_assert_gt(usable, (size_t)(2u << 20) + 1);
+    memset(p, 0x5a, usable);
+    char *q = realloc(p, 6u << 20);
+    cr_assert_neq(q, p);
+    for (size_t i = 0; i < usable; i++) if ((unsigned char)q[i] != 0x5a) cr_assert_fail("byte %zu of %zu lost", i, usable);
+    free(q);
+    free(after);
+}
+
+/* Each way a huge run enters the cache starts the purge thread: here a realloc shrink is the
+ * program's only "free", and it then makes no allocator call at all. */
+Test(arena, a_huge_realloc_shrink_alone_is_returned_in_an_idle_program) {
+    cr_assert_eq(atomic_load(&_pm_purge_state), 0, "no purge thread yet (the test needs a fresh process)");
+    _pm_options.purge_delay = 100;
+    char *p = malloc(64u << 20);
+    memset(p, 1, 64u << 20);
+    p = realloc(p, 2u << 20);
+    usleep(400 * 1000);
+    pm_huge_counts_t h;
+    _pm_huge_counts(&h);
+    cr_assert_eq(h.cached, 0, "the 62 MiB tail decayed and was unmapped");
+    free(p);
+}
+
+/* A merged run takes the age of its oldest piece: a piece cut from a big run and freed back
+ * again and again does not keep the rest of the run from decaying. */
+Test(arena, a_cached_run_decays_while_a_piece_of_it_is_reused) {
+    _pm_options.purge_delay = 200;
+    pm_trim();
+    char *big = malloc(64u << 20);
+    memset(big, 1, 64u << 20);
+    free(big);
+    for (int i = 0; i < 12; i++) {                   /* 600 ms: three times the delay */
+        free(malloc(2u << 20));
+        usleep(50 * 1000);
+    }
+    pm_huge_counts_t h;
+    _pm_huge_counts(&h);
+    cr_assert_leq(h.cached, (size_t)2 << 20, "%zu bytes still cached", h.cached);
+}

@@ -59,6 +59,20 @@ Test(options, stats_report_has_the_class_table_and_balances) {
     cr_assert(strstr(msg, "(balanced)"), "%s", msg);
 }
 
+static void clamp_delay(void *arg) {
+    (void)arg;
+    pm_options_t o = defaults();
+    _pm_options_parse("purge_delay:3000000000", &o);
+    _pm_options_finish(&o);
+    _exit(o.purge_delay == PM_PURGE_DELAY_MAX ? 0 : 1);
+}
+
+Test(options, a_purge_delay_above_the_limit_warns_and_takes_the_limit) {
+    int st = run_in_child(clamp_delay, NULL, msg, sizeof msg);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s", msg);
+    cr_assert(strstr(msg, "purge_delay 3000000000 is above the limit of 1073741824 ms"), "%s", msg);
+}
+
 Test(options, report_options_turn_on_sampling_and_the_signal) {
     pm_options_t o = defaults();
     cr_assert_eq(_pm_options_parse("formats:json+pprof,dir:/var/tmp,prefix:svc", &o), 0);
