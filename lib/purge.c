@@ -106,10 +106,19 @@ void _pm_purge_start_slow(void) {
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 << 10);
     pthread_t t;
     atomic_store(&_pm_purge_state, RUNNING);
-    if (pthread_create(&t, &attr, purge_thread, NULL) != 0) atomic_store(&_pm_purge_state, FAILED);
+    /* A small stack (the thread needs a few KiB), unless the program's static TLS, which glibc
+     * carves from the same stack, does not fit in it: then the default size. */
+    pthread_attr_setstacksize(&attr, 256 << 10);
+    int err = pthread_create(&t, &attr, purge_thread, NULL);
+    if (err == EINVAL) {
+        pthread_attr_destroy(&attr);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        err = pthread_create(&t, &attr, purge_thread, NULL);
+    }
+    if (err != 0) atomic_store(&_pm_purge_state, FAILED);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     errno = saved;
