@@ -11,8 +11,9 @@
  *   heap   what one thread allocates from: per size class, a list of its pools that have (or may
  *          get) free blocks. Pools belong to exactly one heap. A heap whose thread exited is
  *          abandoned and adopted whole by the next thread that needs a heap.
- *   huge   a request above the largest class (1 MiB), or with alignment above 16 KiB: its own
- *          mapping, recorded in a registry (huge.c) keyed by the block's address.
+ *   huge   a request above the largest class (1 MiB), or with alignment above 16 KiB: a run of
+ *          pages of its own mapping or of a cached freed run, recorded in a registry (huge.c)
+ *          keyed by the block's address.
  *
  * Layers call only downward: override -> alloc -> heap -> pool -> arena -> os.
  * Naming: pm_ public, _pm_ shared across files, plain static inside a file.

@@ -11,7 +11,9 @@
  * States (`state`):
  *   OFF       nothing has waited yet: no thread
  *   WANTED    something waits and no thread runs: the next slow path that holds no lock starts
- *             one (pthread_create allocates, so it cannot start under our locks)
+ *             one (pthread_create allocates, so it cannot start under our locks). Every path
+ *             that can note calls _pm_purge_start on its way out: allocate (pool and huge
+ *             allocation), both free slow paths, huge realloc, and thread exit (alloc.c, heap.c)
  *   STARTING  one caller is creating it
  *   RUNNING   the thread is purging, or sleeping until a deadline
  *   IDLE      the thread sleeps with nothing waiting; a note wakes it
