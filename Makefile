@@ -1,6 +1,7 @@
 # poolmalloc: plain GNU make. `make` builds build/libpoolmalloc.so and build/libpoolmalloc.a.
 #   make demo     run python3 under the allocator and show its heap and statistics reports
-#   make check    every test: docs check, Criterion unit tests, sanitizer builds, integration tests
+#   make check    every test: docs and layering checks, Criterion unit tests (also on the debug
+#                 build), sanitizer builds, integration tests
 #   make bench    the benchmark suite against glibc, jemalloc, mimalloc and tcmalloc
 #   make install PREFIX=/usr/local
 #   make debug    an -O0 build with PM_DEBUG=1 in build/debug
@@ -16,17 +17,19 @@ CFLAGS_LIB := -std=gnu11 $(OPT) -g -fPIC -fvisibility=hidden -ftls-model=initial
               $(WARN) -Iinclude -Ilib $(EXTRA_CFLAGS)
 LDLIBS_LIB := -lunwind -lm -lpthread
 
-SRCS    := $(wildcard lib/*.c)
+# lib/ is in folders by layer (docs/design.md, "Layout"); objects keep the folder: obj/heap/pool.o.
+LAYERS  := os util heap lens objects
+SRCS    := $(wildcard $(LAYERS:%=lib/%/*.c) lib/*.c)
 OBJS    := $(SRCS:lib/%.c=$(BUILD)/obj/%.o)
-HDRS    := $(wildcard lib/*.h include/*.h include/poolmalloc/*.h)
-UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+HDRS    := $(wildcard $(LAYERS:%=lib/%/*.h) lib/*.h include/*.h include/poolmalloc/*.h)
+UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 # Tests free stack pointers and freed blocks on purpose, and must not let the compiler drop or
 # merge allocations: no builtins, and gcc's misuse warnings off.
 TEST_CFLAGS := $(WARN) -fno-builtin -Wno-missing-prototypes -Wno-free-nonheap-object -Wno-use-after-free \
                -Wno-alloc-size-larger-than -Wno-unused-result -Wno-deprecated-declarations
 VERSION := 0.1.0
 
-.PHONY: all deps docs-check check unit sanitize ubsan asan tsan integration demo bench install clean debug
+.PHONY: all deps docs-check layers-check check unit sanitize ubsan asan tsan integration demo bench install clean debug
 all: $(BUILD)/libpoolmalloc.so $(BUILD)/libpoolmalloc.a
 
 # ---- Debian packages, before the first compile --------------------------------------------
@@ -41,18 +44,22 @@ DEPS_LEVELS := $(strip $(if $(filter demo,$(MAKECMDGOALS)),demo) \
 deps:
 	@$(if $(PM_DEPS_DONE),:,bash scripts/install-deps.sh $(or $(DEPS_LEVELS),--verify build))
 
-$(BUILD)/obj/%.o: lib/%.c $(HDRS) | $(BUILD)/obj deps
+$(BUILD)/obj/%.o: lib/%.c $(HDRS) | $(LAYERS:%=$(BUILD)/obj/%) deps
 	$(CC) $(CFLAGS_LIB) -c $< -o $@
 
-$(BUILD)/obj:
+$(LAYERS:%=$(BUILD)/obj/%):
 	@mkdir -p $@
 
 $(BUILD)/libpoolmalloc.so: $(OBJS)
 	$(CC) -shared -Wl,-soname,libpoolmalloc.so -Wl,-z,now -o $@ $(OBJS) $(LDLIBS_LIB)
 
+# The archive holds one relocatable object of the whole library, so that linking any of it brings
+# all of it: the constructor (init.c) that starts the lens and registers the fork handlers is
+# referenced by nothing below it, and must not be left out of a program that uses the objects alone.
 $(BUILD)/libpoolmalloc.a: $(OBJS)
 	@rm -f $@
-	ar rcs $@ $(OBJS)
+	$(LD) -r -o $(BUILD)/obj/poolmalloc.o $(OBJS)
+	ar rcs $@ $(BUILD)/obj/poolmalloc.o
 
 # ---- tests ---------------------------------------------------------------------------------
 # Unit tests link the static library, so the test binary (and Criterion inside it) runs on it.
@@ -96,7 +103,11 @@ integration: all
 docs-check:
 	@bash tests/docs/options.sh
 
-check: all docs-check unit sanitize integration
+# Every include and every call goes down the layers (tests/layers/check.sh; docs/design.md).
+layers-check: all
+	@bash tests/layers/check.sh $(BUILD)/obj
+
+check: all docs-check layers-check unit sanitize integration
 
 demo: all
 	@bash tools/pm-demo $(abspath $(BUILD)/libpoolmalloc.so)

@@ -2,7 +2,7 @@
  * functions; the semantics (errno, NULL cases) follow glibc's manual. Compiled with
  * -fvisibility=hidden, so these and the pm_ API are the library's only exported symbols. */
 #define _GNU_SOURCE
-#include "alloc.h"
+#include "init.h"
 #include "poolmalloc.h"
 
 #include <errno.h>
@@ -164,19 +164,4 @@ PM_EXPORT size_t pm_trim(void) {
     _pm_init();
     _pm_heap_collect_all();
     return _pm_arena_trim() + _pm_huge_trim();
-}
-
-PM_EXPORT void pm_stats_get(pm_stats_t *out) {
-    pm_stats_snapshot_t s;
-    _pm_stats_snapshot(&s);
-    long rss = _pm_os_resident_bytes();
-    out->mapped = s.mapped;
-    out->in_use = s.in_use + s.huge_requested;
-    out->free = s.free_in_pools + s.huge_cached;
-    out->overhead = s.quantization + s.arena_headers + s.free_slots + (s.huge_mapped - s.huge_requested);
-    out->decaying = s.decaying;
-    out->returned = s.returned;
-    out->arenas = s.arenas;
-    out->huge_blocks = s.huge_count;
-    out->resident = rss > 0 ? (size_t)rss : 0;
 }

@@ -4,7 +4,7 @@
 #ifndef PM_TEST_GC_TYPES_H
 #define PM_TEST_GC_TYPES_H
 #include "helpers.h"
-#include "gc_internal.h"
+#include "objects/objects.h"
 #include "poolmalloc/gc.h"
 
 typedef struct node { void *a, *b; long id; } node;

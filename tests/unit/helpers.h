@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "init.h"
 #include "poolmalloc.h"
 
 void *__libc_memalign(size_t align, size_t size);   /* glibc exports it; no header declares it */

@@ -1,0 +1,80 @@
+/* lens/lens.h: the lens: statistics, allocation-site sampling, the report writers and the
+ * reporter thread that writes them on a signal, and pm_ctl. It looks at the heap from above. */
+#ifndef PM_LENS_H
+#define PM_LENS_H
+#include "heap/heap.h"
+
+#pragma GCC visibility push(hidden)
+
+/* ---- stats.c ------------------------------------------------------------------------------ */
+typedef struct {
+    size_t pools, blocks_used, blocks_free;
+} pm_class_stats_t;
+typedef struct {
+    pm_class_stats_t cls[PM_NCLASSES];
+    size_t mapped, arena_headers, free_slots, in_use, free_in_pools, quantization;
+    size_t huge_count, huge_requested, huge_mapped;
+    size_t huge_cached, huge_cached_runs, huge_reused_total;  /* freed huge runs kept for reuse */
+    size_t arenas, arenas_mapped_total, arenas_unmapped_total, dirty_slots;
+    size_t decaying;       /* free and still committed: dirty slots and cached huge runs */
+    size_t returned;       /* given back to the OS in total (decommitted or unmapped) */
+    size_t heaps, heaps_abandoned;
+} pm_stats_snapshot_t;
+void _pm_stats_snapshot(pm_stats_snapshot_t *out);
+void _pm_lens_start(void);   /* ctl.c: the heap, and the sampler at the configured rate; idempotent */
+void _pm_stats_print(int fd);
+void _pm_stats_fork_prepare(void);
+void _pm_stats_fork_parent(void);
+void _pm_stats_fork_child(void);
+
+/* ---- sample.c: allocation-site sampling --------------------------------------------------- */
+#define PM_MAX_FRAMES 48
+void   _pm_sample_set_rate(size_t rate);      /* registers the sampler with the heap (heap.h) */
+size_t _pm_sample_rate(void);
+double _pm_sample_weight(size_t size, size_t rate);          /* 1 / P(an allocation of size is sampled) */
+void   _pm_sample_fork_prepare(void);
+void   _pm_sample_fork_parent(void);
+void   _pm_sample_fork_child(void);
+/* A copy of the site table for the report writers, made under the sampler's lock. */
+typedef struct {
+    uint64_t live_count, live_bytes;          /* sampled blocks still live (raw) */
+    double   live_est_count, live_est_bytes;  /* the same, unbiased estimates */
+    uint64_t alloc_count, alloc_bytes;        /* every sampled allocation (raw) */
+    double   alloc_est_count, alloc_est_bytes;
+    uint32_t nframes;
+    void    *frames[PM_MAX_FRAMES];           /* return addresses, innermost first */
+} pm_site_t;
+typedef struct {
+    size_t      nsites, cap;
+    size_t      rate;
+    pm_site_t  *sites;                        /* its own mapping: release with _pm_sites_free */
+} pm_sites_t;
+int  _pm_sites_snapshot(pm_sites_t *out);    /* 0 or ENOMEM */
+unsigned _pm_sample_stack_of(const void *block, void **frames, unsigned max); /* 0: not sampled */
+void _pm_sites_free(pm_sites_t *s);
+
+/* ---- report.c: the report formats, written to an fd without malloc in the allocator ---------- */
+int  _pm_report_write(int fd, unsigned format, unsigned seq);   /* PM_FMT_* (one); 0 or errno */
+const char *_pm_report_ext(unsigned format);
+void _pm_report_leaks(int fd);
+void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n);   /* "f+0x1 <- g+0x2 <- ..." */
+/* Sections that higher layers add to every text and JSON report (the collector adds its own).
+ * The writer gets the output and PM_FMT_TEXT or PM_FMT_JSON; JSON writers print one member,
+ * `"name":value`, and the report places the commas. */
+typedef void (*pm_report_section_fn)(pm_out_t *o, unsigned format);
+void _pm_report_add_section(pm_report_section_fn fn);
+
+/* ---- reporter.c: the signal, the trigger socket, the reporter thread, the files -------------- */
+void _pm_reporter_start(void);               /* after init, when reports are configured */
+void _pm_reporter_trigger(void);             /* async-signal-safe: ask for a dump */
+void _pm_reporter_at_exit(void);
+void _pm_reporter_count(size_t est_bytes);   /* sampled bytes, for `interval` */
+int  _pm_reporter_dump_now(char *paths, size_t cap);  /* synchronous dump; 0 or errno */
+void _pm_reporter_fork_prepare(void);
+void _pm_reporter_fork_parent(void);
+void _pm_reporter_fork_child(void);
+size_t _pm_reporter_seq(void);
+
+
+#pragma GCC visibility pop
+#endif

@@ -1,0 +1,491 @@
+/* report.c: the heap report in four formats, written to a file descriptor.
+ *
+ *   text    totals, the statistics report (class table, arenas, byte accounting), top sites
+ *   json    the same as data: schema "poolmalloc.heap", version 1 (docs/reports.md: "The JSON schema")
+ *   pprof   gperftools' heap profile text format (heap_v2), read by google-pprof and jeprof
+ *   folded  collapsed stacks, "outer;inner bytes", for flamegraph.pl and speedscope
+ *
+ * A report is made from copies: the statistics snapshot and the sampler's site table are copied
+ * under their locks, then formatted with no allocator lock held, because symbolizing (dladdr,
+ * libunwind's ELF reader) may allocate and takes the loader's lock. Output goes through a fixed
+ * buffer and write(2), never stdio. Sites are ordered by estimated live bytes; symbols are looked
+ * up once per address per report.
+ */
+#define _GNU_SOURCE
+#include "lens/lens.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+
+#define TOP_TEXT_SITES   20
+#define TOP_TEXT_FRAMES  12
+#define MAX_REPORT_SITES 2000     /* json and folded: the largest sites, by estimated live bytes */
+
+const char *_pm_report_ext(unsigned format) {
+    switch (format) {
+    case PM_FMT_TEXT: return "txt";
+    case PM_FMT_JSON: return "json";
+    case PM_FMT_PPROF: return "heap";
+    case PM_FMT_FOLDED: return "folded";
+    }
+    return "out";
+}
+
+/* ---- symbols, cached per report ---- */
+
+/* libunwind's ELF reader names the nearest symbol below an address without checking its size, so
+ * it is trusted only for objects that keep a full symbol table (.symtab: static functions too). */
+static bool has_symtab(const char *path) {
+    if (strchr(path, '/') == NULL) path = "/proc/self/exe";    /* the program, named by argv[0] */
+    static struct { char path[200]; bool yes; } seen[16];
+    static unsigned next;
+    for (unsigned i = 0; i < 16; i++) if (strcmp(seen[i].path, path) == 0) return seen[i].yes;
+    bool yes = false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ElfW(Ehdr) eh;
+    if (fd >= 0 && pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 &&
+        eh.e_shentsize == sizeof(ElfW(Shdr))) {
+        for (unsigned i = 0; i < eh.e_shnum && !yes; i++) {
+            ElfW(Shdr) sh;
+            if (pread(fd, &sh, sizeof sh, (off_t)(eh.e_shoff + i * sizeof sh)) != (ssize_t)sizeof sh) break;
+            yes = sh.sh_type == SHT_SYMTAB;
+        }
+    }
+    if (fd >= 0) close(fd);
+    unsigned slot = next++ % 16;
+    size_t n = strnlen(path, sizeof seen[slot].path - 1);
+    memcpy(seen[slot].path, path, n);
+    seen[slot].path[n] = 0;
+    seen[slot].yes = yes;
+    return yes;
+}
+
+typedef struct { void *ip; char name[120]; char object[136]; } symbol_t;
+typedef struct { symbol_t *t; size_t cap; } symcache_t;
+
+static const symbol_t *symbolize(symcache_t *c, void *ip) {
+    size_t h = (size_t)(((uintptr_t)ip * 0x9e3779b97f4a7c15ull) >> 40) & (c->cap - 1);
+    while (c->t[h].ip && c->t[h].ip != ip) h = (h + 1) & (c->cap - 1);
+    symbol_t *s = &c->t[h];
+    if (s->ip == ip) return s;
+    s->ip = ip;
+    void *at = (char *)ip - 1;                         /* a return address: look inside the call */
+    Dl_info info;
+    char name[256];
+    unw_word_t off = 0;
+    bool named = false;
+    pm_out_t o;
+    _pm_out_init(&o, s->name, sizeof s->name - 1, -1);
+    memset(&info, 0, sizeof info);
+    const ElfW(Sym) *sym = NULL;
+    int found = dladdr1(at, &info, (void **)&sym, RTLD_DL_SYMENT);
+    /* dladdr names the nearest exported symbol below the address; a static function of a
+     * stripped binary would borrow its neighbour's name. Trust it only inside the symbol's size. */
+    if (found && info.dli_sname && (sym == NULL || sym->st_size == 0 ||
+                                    (uintptr_t)at - (uintptr_t)info.dli_saddr < sym->st_size)) {
+        _pm_out_printf(&o, "%s+0x%lx", info.dli_sname, (unsigned long)((char *)ip - (char *)info.dli_saddr));
+        named = true;
+    } else {
+        unw_accessors_t *acc = unw_get_accessors(unw_local_addr_space);
+        if (found && info.dli_fname && has_symtab(info.dli_fname) && acc && acc->get_proc_name &&
+            acc->get_proc_name(unw_local_addr_space, (unw_word_t)at, name, sizeof name, &off, NULL) == 0) {
+            _pm_out_printf(&o, "%s+0x%lx", name, (unsigned long)off + 1);
+            named = true;
+        }
+    }
+    if (!named && found && info.dli_fname) {             /* object+offset, as pprof prints it */
+        const char *base = strrchr(info.dli_fname, '/');
+        _pm_out_printf(&o, "%s+0x%lx", base ? base + 1 : info.dli_fname,
+                       (unsigned long)((char *)ip - (char *)info.dli_fbase));
+        named = true;
+    }
+    const char *obj = info.dli_fname ? info.dli_fname : "";
+    size_t n = strnlen(obj, sizeof s->object - 1);
+    memcpy(s->object, obj, n);
+    s->object[n] = 0;
+    return s;
+}
+
+/* The function name alone (for folded stacks): up to the '+'. */
+static size_t function_name(const symbol_t *s, char *out, size_t cap) {
+    size_t n = 0;
+    for (const char *p = s->name; *p && *p != '+' && n + 1 < cap; p++) out[n++] = (*p == ';' || *p == ' ') ? '_' : *p;
+    out[n] = 0;
+    return n;
+}
+
+/* ---- sites, ordered ---- */
+
+typedef struct {
+    pm_sites_t sites;
+    uint32_t  *order;      /* indices into sites, by estimated live bytes, then allocated bytes */
+    size_t     norder;
+    symcache_t syms;
+} sitesview_t;
+
+static int by_live_desc(const pm_site_t *a, const pm_site_t *b) {
+    if (a->live_est_bytes != b->live_est_bytes) return a->live_est_bytes > b->live_est_bytes ? -1 : 1;
+    if (a->alloc_est_bytes != b->alloc_est_bytes) return a->alloc_est_bytes > b->alloc_est_bytes ? -1 : 1;
+    return 0;
+}
+
+static void sort_sites(sitesview_t *v) {                  /* heap sort: no recursion, no malloc */
+    uint32_t *a = v->order;
+    size_t n = v->norder;
+    const pm_site_t *s = v->sites.sites;
+    for (size_t k = n / 2; k-- > 0;) {
+        for (size_t i = k;;) {
+            size_t c = 2 * i + 1;
+            if (c >= n) break;
+            if (c + 1 < n && by_live_desc(&s[a[c + 1]], &s[a[c]]) > 0) c++;
+            if (by_live_desc(&s[a[c]], &s[a[i]]) <= 0) break;
+            uint32_t t = a[i]; a[i] = a[c]; a[c] = t; i = c;
+        }
+    }
+    for (size_t end = n; end-- > 1;) {
+        uint32_t t = a[0]; a[0] = a[end]; a[end] = t;
+        for (size_t i = 0;;) {
+            size_t c = 2 * i + 1;
+            if (c >= end) break;
+            if (c + 1 < end && by_live_desc(&s[a[c + 1]], &s[a[c]]) > 0) c++;
+            if (by_live_desc(&s[a[c]], &s[a[i]]) <= 0) break;
+            uint32_t u = a[i]; a[i] = a[c]; a[c] = u; i = c;
+        }
+    }
+}
+
+static int view_open(sitesview_t *v) {
+    memset(v, 0, sizeof *v);
+    int err = _pm_sites_snapshot(&v->sites);
+    if (err) return err;
+    size_t n = v->sites.nsites;
+    v->order = n ? _pm_os_map(n * sizeof *v->order) : NULL;
+    v->syms.cap = 4096;
+    v->syms.t = _pm_os_map(v->syms.cap * sizeof *v->syms.t);
+    if ((n && !v->order) || !v->syms.t) return ENOMEM;
+    for (size_t i = 0; i < n; i++) v->order[i] = (uint32_t)i;
+    v->norder = n;
+    sort_sites(v);
+    return 0;
+}
+
+static void view_close(sitesview_t *v) {
+    if (v->order) _pm_os_unmap(v->order, v->sites.nsites * sizeof *v->order);
+    if (v->syms.t) _pm_os_unmap(v->syms.t, v->syms.cap * sizeof *v->syms.t);
+    _pm_sites_free(&v->sites);
+}
+
+/* The symbol cache has room for MAX_REPORT_SITES * PM_MAX_FRAMES / 24 distinct addresses; past
+ * that, addresses print raw rather than fill the table. */
+static const symbol_t *frame_symbol(sitesview_t *v, void *ip, symbol_t *scratch, size_t *used) {
+    if (*used * 4 >= v->syms.cap * 3) {
+        memset(scratch, 0, sizeof *scratch);
+        pm_out_t o;
+        _pm_out_init(&o, scratch->name, sizeof scratch->name - 1, -1);
+        _pm_out_printf(&o, "%p", ip);
+        scratch->name[o.len] = 0;
+        return scratch;
+    }
+    const symbol_t *s = symbolize(&v->syms, ip);
+    (*used)++;
+    return s;
+}
+
+/* ---- shared pieces ---- */
+
+typedef struct {
+    pm_stats_snapshot_t stats;
+    size_t peak_mapped, all_mapped;
+    long   resident, peak_resident;
+    unsigned frag;            /* (mapped - live) / mapped, in thousandths */
+} totals_t;
+
+static void totals(totals_t *t) {
+    _pm_stats_snapshot(&t->stats);
+    t->all_mapped = _pm_os_mapped(&t->peak_mapped);
+    t->resident = _pm_os_resident_bytes();
+    t->peak_resident = _pm_os_peak_resident_bytes();
+    size_t mapped = t->stats.mapped, live = t->stats.in_use + t->stats.huge_requested;
+    t->frag = mapped ? (unsigned)(((mapped - live) * 1000 + mapped / 2) / mapped) : 0;
+}
+
+static size_t live_bytes(const totals_t *t) { return t->stats.in_use + t->stats.huge_requested; }
+
+
+static void out_double(pm_out_t *o, double x) {   /* an integer estimate; JSON has no NaN */
+    if (!(x > 0)) x = 0;
+    _pm_out_printf(o, "%llu", (unsigned long long)llround(x));
+}
+
+static void json_string(pm_out_t *o, const char *s) {
+    _pm_out_printf(o, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') _pm_out_printf(o, "\\%c", c);
+        else if (c < 0x20) _pm_out_printf(o, "\\u%04x", c);
+        else _pm_out_printf(o, "%c", c);
+    }
+    _pm_out_printf(o, "\"");
+}
+
+/* ---- sections of higher layers ---- */
+
+static _Atomic(pm_report_section_fn) sections[4];
+
+void _pm_report_add_section(pm_report_section_fn fn) {
+    for (unsigned i = 0; i < 4; i++) {
+        pm_report_section_fn expected = NULL;
+        if (atomic_load(&sections[i]) == fn) return;
+        if (atomic_compare_exchange_strong(&sections[i], &expected, fn)) return;
+    }
+}
+
+static void write_sections(pm_out_t *o, unsigned format) {
+    for (unsigned i = 0; i < 4; i++) {
+        pm_report_section_fn fn = atomic_load(&sections[i]);
+        if (!fn) continue;
+        if (format == PM_FMT_JSON) _pm_out_printf(o, ",\n");
+        fn(o, format);
+    }
+}
+
+/* One line naming where a block was allocated, for error messages. */
+void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n) {
+    symbol_t table[16];
+    memset(table, 0, sizeof table);
+    symcache_t cache = { table, 16 };
+    for (unsigned i = 0; i < n && i < 4; i++) _pm_out_printf(o, "%s%s", i ? " <- " : "", symbolize(&cache, frames[i])->name);
+}
+
+/* ---- text ---- */
+
+/* The top `max` sites with their stacks; `leaks_only`: only sites with sampled blocks still live. */
+static void print_sites(pm_out_t *o, sitesview_t *v, size_t max, bool leaks_only) {
+    symbol_t scratch;
+    size_t used = 0, shown = 0;
+    for (size_t k = 0; k < v->norder && shown < max; k++) {
+        const pm_site_t *s = &v->sites.sites[v->order[k]];
+        if (leaks_only && s->live_count == 0) continue;
+        _pm_out_printf(o, "#%zu  live ~", ++shown);
+        out_double(o, s->live_est_bytes);
+        _pm_out_printf(o, " bytes in ~");
+        out_double(o, s->live_est_count);
+        _pm_out_printf(o, " blocks (%llu sampled); allocated ~", (unsigned long long)s->live_count);
+        out_double(o, s->alloc_est_bytes);
+        _pm_out_printf(o, " bytes in total\n");
+        for (unsigned f = 0; f < s->nframes && f < TOP_TEXT_FRAMES; f++) {
+            const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch, &used);
+            _pm_out_printf(o, "      %18p  %s  %s\n", s->frames[f], sym->name, sym->object);
+        }
+        if (s->nframes > TOP_TEXT_FRAMES) _pm_out_printf(o, "      ... %u more frames\n", s->nframes - TOP_TEXT_FRAMES);
+    }
+}
+
+static int write_text(int fd, unsigned seq, sitesview_t *v) {
+    totals_t t;
+    totals(&t);
+    char buf[8192];
+    pm_out_t o;
+    _pm_out_init(&o, buf, sizeof buf, fd);
+    _pm_out_printf(&o, "=== poolmalloc heap report: pid %d, report %u ===\n", (int)getpid(), seq);
+    _pm_out_printf(&o, "live      %14zu bytes in blocks handed out\n", live_bytes(&t));
+    _pm_out_printf(&o, "mapped    %14zu bytes in arenas and huge blocks (fragmentation %u.%u%%: mapped but not live)\n",
+                   t.stats.mapped, t.frag / 10, t.frag % 10);
+    _pm_out_printf(&o, "all maps  %14zu bytes now, %zu at the peak (with poolmalloc's own metadata)\n",
+                   t.all_mapped, t.peak_mapped);
+    if (t.resident >= 0)
+        _pm_out_printf(&o, "resident  %14ld bytes now, %ld at the peak (whole process)\n", t.resident, t.peak_resident);
+    _pm_out_flush(&o);
+    _pm_stats_print(fd);
+
+    size_t rate = v->sites.rate;
+    if (rate == 0 && v->sites.nsites == 0) {
+        _pm_out_printf(&o, "allocation sites: sampling is off (POOLMALLOC_CONF=sample:512k turns it on)\n");
+        write_sections(&o, PM_FMT_TEXT);
+        _pm_out_flush(&o);
+        return 0;
+    }
+    _pm_out_printf(&o, "allocation sites: sampling 1 in %zu bytes, %zu sites; top %d by estimated live bytes\n",
+                   rate, v->sites.nsites, TOP_TEXT_SITES);
+    print_sites(&o, v, TOP_TEXT_SITES, false);
+    write_sections(&o, PM_FMT_TEXT);
+    _pm_out_flush(&o);
+    return 0;
+}
+
+/* ---- json ---- */
+
+static int write_json(int fd, unsigned seq, sitesview_t *v) {
+    totals_t t;
+    totals(&t);
+    char buf[8192];
+    pm_out_t o;
+    _pm_out_init(&o, buf, sizeof buf, fd);
+    _pm_out_printf(&o, "{\"schema\":\"poolmalloc.heap\",\"version\":1,\"pid\":%d,\"seq\":%u,\"time\":%lld,",
+                   (int)getpid(), seq, (long long)time(NULL));
+    _pm_out_printf(&o, "\"sample_rate\":%zu,\n\"totals\":{\"live_bytes\":%zu,\"mapped_bytes\":%zu,"
+                   "\"all_mapped_bytes\":%zu,\"peak_mapped_bytes\":%zu,\"resident_bytes\":%ld,\"peak_resident_bytes\":%ld,"
+                   "\"free_bytes\":%zu,\"fragmentation\":%u.%03u,\"huge_blocks\":%zu},\n",
+                   v->sites.rate, live_bytes(&t), t.stats.mapped, t.all_mapped, t.peak_mapped, t.resident, t.peak_resident,
+                   t.stats.free_in_pools, t.frag / 1000, t.frag % 1000, t.stats.huge_count);
+    _pm_out_printf(&o, "\"accounting\":{\"in_use\":%zu,\"free_in_pools\":%zu,\"pool_tails\":%zu,"
+                   "\"arena_headers\":%zu,\"free_slots\":%zu,\"huge_rounding\":%zu,\"huge_cached\":%zu},\n",
+                   live_bytes(&t), t.stats.free_in_pools, t.stats.quantization, t.stats.arena_headers,
+                   t.stats.free_slots, t.stats.huge_mapped - t.stats.huge_requested, t.stats.huge_cached);
+    _pm_out_printf(&o, "\"memory_return\":{\"decaying_bytes\":%zu,\"dirty_slot_bytes\":%zu,\"huge_cached_bytes\":%zu,"
+                   "\"huge_cached_runs\":%zu,\"huge_reused_total\":%zu,\"returned_bytes\":%zu,\"purge_delay_ms\":%zu,"
+                   "\"background\":\"%s\"},\n",
+                   t.stats.decaying, t.stats.dirty_slots * PM_SLOT_SIZE, t.stats.huge_cached, t.stats.huge_cached_runs,
+                   t.stats.huge_reused_total, t.stats.returned, _pm_options.purge_delay, _pm_purge_thread_state());
+    _pm_out_printf(&o, "\"arenas\":{\"mapped_now\":%zu,\"mapped_total\":%zu,\"unmapped_total\":%zu,"
+                   "\"free_slots\":%zu,\"dirty_slots\":%zu,\"heaps\":%zu,\"heaps_abandoned\":%zu},\n",
+                   t.stats.arenas, t.stats.arenas_mapped_total, t.stats.arenas_unmapped_total,
+                   t.stats.free_slots / PM_SLOT_SIZE, t.stats.dirty_slots, t.stats.heaps, t.stats.heaps_abandoned);
+    _pm_out_printf(&o, "\"classes\":[");
+    const char *sep = "";
+    for (unsigned c = 0; c < PM_NCLASSES; c++) {
+        const pm_class_stats_t *cs = &t.stats.cls[c];
+        if (cs->pools == 0) continue;
+        _pm_out_printf(&o, "%s\n {\"class\":%u,\"size\":%u,\"pools\":%zu,\"blocks_used\":%zu,\"blocks_free\":%zu}",
+                       sep, c, _pm_classes[c].size, cs->pools, cs->blocks_used, cs->blocks_free);
+        sep = ",";
+    }
+    _pm_out_printf(&o, "],\n\"sites\":[");
+    symbol_t scratch;
+    size_t used = 0;
+    sep = "";
+    for (size_t k = 0; k < v->norder && k < MAX_REPORT_SITES; k++) {
+        const pm_site_t *s = &v->sites.sites[v->order[k]];
+        _pm_out_printf(&o, "%s\n {\"live_bytes\":", sep);
+        out_double(&o, s->live_est_bytes);
+        _pm_out_printf(&o, ",\"live_count\":");
+        out_double(&o, s->live_est_count);
+        _pm_out_printf(&o, ",\"alloc_bytes\":");
+        out_double(&o, s->alloc_est_bytes);
+        _pm_out_printf(&o, ",\"alloc_count\":");
+        out_double(&o, s->alloc_est_count);
+        _pm_out_printf(&o, ",\"sampled_live\":%llu,\"sampled_live_bytes\":%llu,\"frames\":[",
+                       (unsigned long long)s->live_count, (unsigned long long)s->live_bytes);
+        for (unsigned f = 0; f < s->nframes; f++) {
+            const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch, &used);
+            _pm_out_printf(&o, "%s{\"addr\":\"%p\",\"symbol\":", f ? "," : "", s->frames[f]);
+            json_string(&o, sym->name);
+            _pm_out_printf(&o, ",\"object\":");
+            json_string(&o, sym->object);
+            _pm_out_printf(&o, "}");
+        }
+        _pm_out_printf(&o, "]}");
+        sep = ",";
+    }
+    _pm_out_printf(&o, "]");
+    write_sections(&o, PM_FMT_JSON);
+    _pm_out_printf(&o, "}\n");
+    _pm_out_flush(&o);
+    return 0;
+}
+
+/* ---- pprof (gperftools heap profile, heap_v2) ----
+ * Counts and bytes are the raw sampled ones: google-pprof and jeprof unbias them from the rate in
+ * the header. The file ends with MAPPED_LIBRARIES: and a copy of /proc/self/maps, which is how the
+ * tools find the binaries to symbolize the addresses. */
+
+static int write_pprof(int fd, unsigned seq, sitesview_t *v) {
+    (void)seq;
+    char buf[8192];
+    pm_out_t o;
+    _pm_out_init(&o, buf, sizeof buf, fd);
+    unsigned long long ic = 0, ib = 0, ac = 0, ab = 0;
+    for (size_t i = 0; i < v->sites.nsites; i++) {
+        const pm_site_t *s = &v->sites.sites[i];
+        ic += s->live_count; ib += s->live_bytes; ac += s->alloc_count; ab += s->alloc_bytes;
+    }
+    size_t rate = v->sites.rate ? v->sites.rate : 1;
+    _pm_out_printf(&o, "heap profile: %6llu: %8llu [%6llu: %8llu] @ heap_v2/%zu\n", ic, ib, ac, ab, rate);
+    for (size_t k = 0; k < v->norder; k++) {
+        const pm_site_t *s = &v->sites.sites[v->order[k]];
+        _pm_out_printf(&o, "%6llu: %8llu [%6llu: %8llu] @", (unsigned long long)s->live_count,
+                       (unsigned long long)s->live_bytes, (unsigned long long)s->alloc_count,
+                       (unsigned long long)s->alloc_bytes);
+        for (unsigned f = 0; f < s->nframes; f++) _pm_out_printf(&o, " 0x%016lx", (unsigned long)(uintptr_t)s->frames[f]);
+        _pm_out_printf(&o, "\n");
+    }
+    _pm_out_printf(&o, "\nMAPPED_LIBRARIES:\n");
+    _pm_out_flush(&o);
+    int maps = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (maps < 0) return errno;
+    ssize_t n;
+    while ((n = read(maps, buf, sizeof buf)) > 0) {
+        o.len = (size_t)n;
+        _pm_out_flush(&o);
+    }
+    close(maps);
+    return 0;
+}
+
+/* ---- folded ---- */
+
+static int write_folded(int fd, unsigned seq, sitesview_t *v) {
+    (void)seq;
+    char buf[8192], fn[128];
+    pm_out_t o;
+    _pm_out_init(&o, buf, sizeof buf, fd);
+    symbol_t scratch;
+    size_t used = 0;
+    for (size_t k = 0; k < v->norder && k < MAX_REPORT_SITES; k++) {
+        const pm_site_t *s = &v->sites.sites[v->order[k]];
+        if (!(s->live_est_bytes >= 0.5)) continue;
+        for (unsigned f = s->nframes; f-- > 0;) {
+            function_name(frame_symbol(v, s->frames[f], &scratch, &used), fn, sizeof fn);
+            _pm_out_printf(&o, "%s%s", fn, f ? ";" : " ");
+        }
+        if (s->nframes == 0) _pm_out_printf(&o, "[unknown] ");
+        out_double(&o, s->live_est_bytes);
+        _pm_out_printf(&o, "\n");
+    }
+    _pm_out_flush(&o);
+    return 0;
+}
+
+/* At exit with leaks:true: the sites whose sampled blocks are still live. */
+void _pm_report_leaks(int fd) {
+    sitesview_t v;
+    if (view_open(&v) == 0) {
+        char buf[4096];
+        pm_out_t o;
+        _pm_out_init(&o, buf, sizeof buf, fd);
+        double bytes = 0;
+        size_t n = 0;
+        for (size_t i = 0; i < v.sites.nsites; i++)
+            if (v.sites.sites[i].live_count) { n++; bytes += v.sites.sites[i].live_est_bytes; }
+        _pm_out_printf(&o, "poolmalloc: leaks at exit: ~");
+        out_double(&o, bytes);
+        _pm_out_printf(&o, " bytes (estimated from samples) still allocated from %zu sites\n", n);
+        print_sites(&o, &v, 50, true);
+        _pm_out_flush(&o);
+    }
+    view_close(&v);
+}
+
+int _pm_report_write(int fd, unsigned format, unsigned seq) {
+    sitesview_t v;
+    int err = view_open(&v);
+    if (err == 0) {
+        switch (format) {
+        case PM_FMT_TEXT:   err = write_text(fd, seq, &v); break;
+        case PM_FMT_JSON:   err = write_json(fd, seq, &v); break;
+        case PM_FMT_PPROF:  err = write_pprof(fd, seq, &v); break;
+        case PM_FMT_FOLDED: err = write_folded(fd, seq, &v); break;
+        default:            err = EINVAL; break;
+        }
+    }
+    view_close(&v);
+    return err;
+}

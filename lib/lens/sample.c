@@ -1,0 +1,343 @@
+/* sample.c: allocation-site sampling, by bytes, the way tcmalloc and jemalloc do it.
+ *
+ * Each heap counts down the bytes until the next sample point (its pm_sample_point_t, the heap's
+ * hook in heap.h); the malloc fast path pays one subtraction and one branch for it. This file
+ * registers the hook's functions (arm, record, forget) when the rate is first set. Distances between sample points are exponential
+ * with mean `rate` (POOLMALLOC_CONF sample:), so sample points form a Poisson process over the
+ * bytes allocated. An allocation of s bytes contains one with probability p = 1 - exp(-s/rate);
+ * it is then sampled once, with weight 1/p, and s/p is an unbiased estimate of the bytes it
+ * stands for (count 1/p). Summed per site, the estimates converge on the true bytes.
+ *
+ * A sampled allocation captures its stack with libunwind's unw_backtrace (about 100 ns; never an
+ * unw_step loop) before taking the sampler's lock, since libunwind and dl_iterate_phdr take the
+ * loader's lock and may allocate. The sample point's `busy` stops the sampler from recursing into itself.
+ *
+ * Tables, under one lock (sampled events are rare: one per `rate` bytes):
+ *   live   sampled blocks still allocated: address -> site, size, weight. Open addressing with
+ *          linear probing and backward-shift deletion.
+ *   sites  one per distinct stack: live and total counts and bytes, raw and estimated.
+ * A freed block is found in `live` only if it was sampled: the pool's sample bitmap (pool.c)
+ * or the huge registry says so, so frees of ordinary blocks never touch this lock.
+ * Memory for the tables comes straight from os.c, never from malloc.
+ */
+#define _GNU_SOURCE
+#include "lens/lens.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <link.h>
+#include <math.h>
+#include <string.h>
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+
+static _Atomic size_t sample_rate;
+
+typedef struct {
+    uintptr_t addr;          /* 0: empty */
+    uint32_t  site;
+    uint32_t  _pad;
+    uint64_t  size;
+    double    weight;        /* 1/p */
+} live_t;
+
+typedef struct { uint64_t hash; uint32_t site; } site_slot_t;
+
+static pthread_mutex_t sample_lock = PTHREAD_MUTEX_INITIALIZER;
+static live_t *live;
+static size_t live_cap, live_count;
+static pm_site_t *sites;
+static size_t nsites, sites_cap;
+static site_slot_t *site_index;            /* open addressing over stack hashes */
+static size_t index_cap;
+static size_t dropped;                     /* samples lost for want of memory */
+
+#define MAX_SITES ((size_t)1 << 20)
+
+/* ---- the rate and the countdown ---- */
+
+size_t _pm_sample_rate(void) { return atomic_load_explicit(&sample_rate, memory_order_relaxed); }
+
+static bool arm(pm_sample_point_t *sp, size_t size);
+static void record(pm_sample_point_t *sp, void *p, size_t size, void *ra);
+static void forget(void *p);
+static const pm_sampler_t sampler = { arm, record, forget };   /* the heap's hook (heap.h) */
+
+void _pm_sample_set_rate(size_t rate) {
+    atomic_store(&sample_rate, rate);
+    _pm_heap_set_sampler(&sampler);        /* and every heap re-arms with the new rate */
+}
+
+static uint64_t next_random(pm_sample_point_t *sp) {
+    uint64_t x = sp->rng;
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    return sp->rng = x;
+}
+
+/* An exponential distance with mean `rate`, at least 1. */
+static int64_t draw(pm_sample_point_t *sp, size_t rate) {
+    double u = ((double)(next_random(sp) >> 11) + 1.0) * 0x1.0p-53;    /* (0, 1] */
+    double d = -log(u) * (double)rate;
+    return d < 1.0 ? 1 : d > 0x1.0p62 ? INT64_MAX / 2 : (int64_t)d;
+}
+
+double _pm_sample_weight(size_t size, size_t rate) {
+    if (rate <= 1) return 1.0;
+    double p = -expm1(-(double)(size ? size : 1) / (double)rate);
+    return p > 0 ? 1.0 / p : 1.0;
+}
+
+/* The countdown ran out (or the epoch moved): redraw it, and say whether to sample this one. */
+static bool arm(pm_sample_point_t *sp, size_t size) {
+    uint32_t epoch = atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed);
+    size_t rate = _pm_sample_rate();
+    int64_t left = sp->left;                     /* minus the bytes past the sample point */
+    if (sp->epoch != epoch) {                    /* a new rate: count from a fresh draw */
+        sp->epoch = epoch;
+        left = (rate ? draw(sp, rate) : PM_SAMPLE_IDLE) - (int64_t)size;
+        if (left >= 0 || rate == 0) { sp->left = rate ? left : PM_SAMPLE_IDLE; return false; }
+    }
+    if (rate == 0) { sp->left = PM_SAMPLE_IDLE; return false; }
+    /* The distance from the end of this allocation to the next sample point is exponential with
+     * mean `rate` whatever happened inside it (the process is memoryless): draw it once, rather
+     * than step through every sample point of a huge request (malloc(SIZE_MAX) would spin). */
+    sp->left = draw(sp, rate);
+    return !sp->busy;
+}
+
+/* ---- stacks ---- */
+
+static uintptr_t own_text[4][2];            /* our executable segments, when we are a shared object */
+static _Atomic int own_text_known;
+
+static int find_own_text(struct dl_phdr_info *info, size_t size, void *arg) {
+    (void)size;
+    const char *name = arg;
+    if (info->dlpi_name == NULL || strcmp(info->dlpi_name, name) != 0) return 0;
+    unsigned n = 0;
+    for (int i = 0; i < info->dlpi_phnum && n < 4; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) continue;
+        own_text[n][0] = info->dlpi_addr + ph->p_vaddr;
+        own_text[n][1] = own_text[n][0] + ph->p_memsz;
+        n++;
+    }
+    return 1;
+}
+
+static bool in_own_text(uintptr_t ip) {
+    for (unsigned i = 0; i < 4; i++) if (ip >= own_text[i][0] && ip < own_text[i][1]) return true;
+    return false;
+}
+
+/* The stack of the allocation, innermost first, without our own frames. */
+static unsigned capture(void **frames, void *ra) {
+    if (!atomic_load_explicit(&own_text_known, memory_order_acquire)) {
+        Dl_info info;
+        if (dladdr((void *)capture, &info) && info.dli_fname && info.dli_fname[0])
+            dl_iterate_phdr(find_own_text, (void *)info.dli_fname);   /* finds nothing when static */
+        atomic_store_explicit(&own_text_known, 1, memory_order_release);
+    }
+    void *raw[PM_MAX_FRAMES + 8];
+    int n = unw_backtrace(raw, PM_MAX_FRAMES + 8);
+    int start = 0;
+    while (start < n && in_own_text((uintptr_t)raw[start])) start++;
+    for (int i = 0; i < n && i < 16; i++)                /* cut exactly at the program's call */
+        if (raw[i] == ra) { start = i; break; }
+    unsigned m = 0;
+    for (int i = start; i < n && m < PM_MAX_FRAMES; i++) frames[m++] = raw[i];
+    return m;
+}
+
+static uint64_t stack_hash(void *const *frames, unsigned n) {
+    uint64_t h = 0xcbf29ce484222325ull ^ n;
+    for (unsigned i = 0; i < n; i++) {
+        h ^= (uint64_t)(uintptr_t)frames[i];
+        h *= 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    return h ? h : 1;
+}
+
+/* ---- tables (caller holds sample_lock) ---- */
+
+static size_t live_slot(uintptr_t addr, size_t cap) {
+    uint64_t h = (uint64_t)addr * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h >> 20) & (cap - 1);
+}
+
+static bool grow_mapping(void **table, size_t *cap, size_t elem, size_t min_cap) {
+    size_t ncap = *cap ? *cap * 2 : min_cap;
+    void *t = _pm_os_map(ncap * elem);
+    if (t == NULL) return false;
+    if (*table) {
+        memcpy(t, *table, *cap * elem);
+        _pm_os_unmap(*table, *cap * elem);
+    }
+    *table = t;
+    *cap = ncap;
+    return true;
+}
+
+static bool live_grow(void) {
+    live_t *old = live;
+    size_t old_cap = live_cap, ncap = live_cap ? live_cap * 2 : 4096;
+    live_t *t = _pm_os_map(ncap * sizeof *t);
+    if (t == NULL) return false;
+    for (size_t i = 0; i < old_cap; i++) {
+        if (!old[i].addr) continue;
+        size_t j = live_slot(old[i].addr, ncap);
+        while (t[j].addr) j = (j + 1) & (ncap - 1);
+        t[j] = old[i];
+    }
+    if (old) _pm_os_unmap(old, old_cap * sizeof *old);
+    live = t;
+    live_cap = ncap;
+    return true;
+}
+
+static live_t *live_find(uintptr_t addr) {
+    if (live_cap == 0) return NULL;
+    for (size_t i = live_slot(addr, live_cap);; i = (i + 1) & (live_cap - 1)) {
+        if (live[i].addr == addr) return &live[i];
+        if (live[i].addr == 0) return NULL;
+    }
+}
+
+static void live_erase(live_t *e) {
+    size_t i = (size_t)(e - live), j = i;
+    live[i].addr = 0;
+    for (;;) {
+        j = (j + 1) & (live_cap - 1);
+        if (live[j].addr == 0) return;
+        size_t home = live_slot(live[j].addr, live_cap);
+        bool movable = (i <= j) ? (home <= i || home > j) : (home <= i && home > j);
+        if (movable) { live[i] = live[j]; live[j].addr = 0; i = j; }
+    }
+}
+
+static long site_of(void *const *frames, unsigned n) {
+    uint64_t h = stack_hash(frames, n);
+    if (index_cap == 0 && !grow_mapping((void **)&site_index, &index_cap, sizeof *site_index, 1024)) return -1;
+    size_t i = (size_t)h & (index_cap - 1);
+    for (; site_index[i].hash; i = (i + 1) & (index_cap - 1)) {
+        if (site_index[i].hash != h) continue;
+        pm_site_t *s = &sites[site_index[i].site];
+        if (s->nframes == n && memcmp(s->frames, frames, n * sizeof *frames) == 0) return site_index[i].site;
+    }
+    if (nsites >= MAX_SITES) return -1;
+    if (nsites == sites_cap && !grow_mapping((void **)&sites, &sites_cap, sizeof *sites, 256)) return -1;
+    if ((nsites + 1) * 2 > index_cap) {                  /* rebuild the index twice as large */
+        site_slot_t *old = site_index;
+        size_t old_cap = index_cap;
+        site_index = NULL; index_cap = 0;
+        if (!grow_mapping((void **)&site_index, &index_cap, sizeof *site_index, old_cap * 2)) {
+            site_index = old; index_cap = old_cap;
+            return -1;
+        }
+        for (size_t k = 0; k < old_cap; k++) {
+            if (!old[k].hash) continue;
+            size_t j = (size_t)old[k].hash & (index_cap - 1);
+            while (site_index[j].hash) j = (j + 1) & (index_cap - 1);
+            site_index[j] = old[k];
+        }
+        _pm_os_unmap(old, old_cap * sizeof *old);
+        i = (size_t)h & (index_cap - 1);
+        while (site_index[i].hash) i = (i + 1) & (index_cap - 1);
+    }
+    pm_site_t *s = &sites[nsites];
+    memset(s, 0, sizeof *s);
+    s->nframes = n;
+    memcpy(s->frames, frames, n * sizeof *frames);
+    site_index[i].hash = h;
+    site_index[i].site = (uint32_t)nsites;
+    return (long)nsites++;
+}
+
+/* ---- recording ---- */
+
+static void record(pm_sample_point_t *sp, void *p, size_t size, void *ra) {
+    if (sp->busy) return;
+    sp->busy = true;
+    void *frames[PM_MAX_FRAMES];
+    unsigned n = capture(frames, ra);
+    double weight = _pm_sample_weight(size, _pm_sample_rate());
+    bool ok = false;
+    pthread_mutex_lock(&sample_lock);
+    long site = site_of(frames, n);
+    if (site >= 0 && ((live_count + 1) * 2 <= live_cap || live_grow())) {
+        size_t i = live_slot((uintptr_t)p, live_cap);
+        while (live[i].addr) i = (i + 1) & (live_cap - 1);
+        live[i] = (live_t){ (uintptr_t)p, (uint32_t)site, 0, size, weight };
+        live_count++;
+        pm_site_t *s = &sites[site];
+        s->live_count++; s->live_bytes += size;
+        s->live_est_count += weight; s->live_est_bytes += weight * (double)size;
+        s->alloc_count++; s->alloc_bytes += size;
+        s->alloc_est_count += weight; s->alloc_est_bytes += weight * (double)size;
+        ok = true;
+    } else {
+        dropped++;
+    }
+    pthread_mutex_unlock(&sample_lock);
+    if (ok) {
+        if (_pm_is_arena_ptr(p)) {
+            if (!_pm_pool_sample_mark(_pm_pool_of(p), p)) forget(p);
+        } else {
+            _pm_huge_set_sampled(p);
+        }
+        _pm_reporter_count((size_t)(weight * (double)size));
+    }
+    sp->busy = false;
+}
+
+static void forget(void *p) {
+    pthread_mutex_lock(&sample_lock);
+    live_t *e = live_find((uintptr_t)p);
+    if (e) {
+        pm_site_t *s = &sites[e->site];
+        s->live_count--; s->live_bytes -= e->size;
+        s->live_est_count -= e->weight; s->live_est_bytes -= e->weight * (double)e->size;
+        if (s->live_count == 0) { s->live_est_count = 0; s->live_est_bytes = 0; }   /* no float drift */
+        live_erase(e);
+        live_count--;
+    }
+    pthread_mutex_unlock(&sample_lock);
+}
+
+/* The stack that allocated `block`, if it is a live sampled block: how many frames were copied. */
+unsigned _pm_sample_stack_of(const void *block, void **frames, unsigned max) {
+    unsigned n = 0;
+    pthread_mutex_lock(&sample_lock);
+    live_t *e = live_find((uintptr_t)block);
+    if (e) {
+        const pm_site_t *s = &sites[e->site];
+        for (n = 0; n < s->nframes && n < max; n++) frames[n] = s->frames[n];
+    }
+    pthread_mutex_unlock(&sample_lock);
+    return n;
+}
+
+int _pm_sites_snapshot(pm_sites_t *out) {
+    memset(out, 0, sizeof *out);
+    out->rate = _pm_sample_rate();
+    pthread_mutex_lock(&sample_lock);
+    size_t n = nsites;
+    pm_site_t *copy = n ? _pm_os_map(n * sizeof *copy) : NULL;
+    if (copy) memcpy(copy, sites, n * sizeof *copy);
+    pthread_mutex_unlock(&sample_lock);
+    if (n && copy == NULL) return ENOMEM;
+    out->sites = copy;
+    out->nsites = out->cap = n;
+    return 0;
+}
+
+void _pm_sites_free(pm_sites_t *s) {
+    if (s->sites) _pm_os_unmap(s->sites, s->cap * sizeof *s->sites);
+    s->sites = NULL;
+    s->nsites = s->cap = 0;
+}
+
+void _pm_sample_fork_prepare(void) { pthread_mutex_lock(&sample_lock); }
+void _pm_sample_fork_parent(void) { pthread_mutex_unlock(&sample_lock); }
+void _pm_sample_fork_child(void) { pthread_mutex_init(&sample_lock, NULL); }

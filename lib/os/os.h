@@ -1,0 +1,55 @@
+/* os/os.h: the platform layer, the bottom of the library. The compiler's attributes every file
+ * uses, and the OS calls: memory (mmap, munmap, madvise, mremap), clocks, /proc, private file
+ * descriptors. No file above this folder calls the kernel for memory or time.
+ *
+ * Layers (docs/design.md, "Layout"): os < util < heap < lens < objects < override.c, init.c.
+ * A file includes its own folder's headers and the one header of a lower layer, never one above
+ * (tests/layers/check.sh).
+ * Naming: pm_ public, _pm_ shared across files, plain static inside a file.
+ */
+#ifndef PM_OS_H
+#define PM_OS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+#include <pthread.h>
+
+/* Everything declared by the library's headers is internal: hidden, so that it is reached
+ * without a trip through the GOT. */
+#pragma GCC visibility push(hidden)
+
+#define PM_LIKELY(x)   __builtin_expect(!!(x), 1)
+#define PM_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define PM_NOINLINE    __attribute__((noinline))
+#define PM_INLINE      static inline __attribute__((always_inline))
+#define PM_EXPORT      __attribute__((visibility("default")))
+#define PM_CACHELINE   64
+
+/* ---- os.c: the only file that asks the kernel for memory ---------------------------------- */
+void  *_pm_os_map(size_t size);                    /* NULL on failure, errno set */
+void  *_pm_os_map_aligned(size_t size, size_t align);
+int    _pm_os_unmap(void *p, size_t size);         /* 0 or errno */
+int    _pm_os_decommit(void *p, size_t size);      /* pages read back as zero, RSS falls */
+void  *_pm_os_remap(void *p, size_t old_size, size_t new_size); /* may move; NULL on failure */
+size_t _pm_os_page_size(void);
+size_t _pm_os_mapped(size_t *peak);               /* bytes mapped through this file now, and the peak */
+uint64_t _pm_os_random(void);
+void   _pm_os_fail_next_maps(int n);               /* test hook: fail the next n mappings */
+long   _pm_os_resident_bytes(void);                /* from /proc/self/statm; -1 if unknown */
+long   _pm_os_peak_resident_bytes(void);           /* VmHWM from /proc/self/status; -1 if unknown */
+typedef struct { int fd; uint64_t id; } pm_private_fd_t;  /* an fd and which file it is */
+void   _pm_os_private_fd(int fd, pm_private_fd_t *out);    /* a close-on-exec duplicate (fd -1 on failure) */
+void   _pm_os_private_fd_of(int fd, pm_private_fd_t *out); /* remember which file fd is */
+int    _pm_os_private_fd_get(const pm_private_fd_t *p);    /* the fd, or -1 if it is another file now */
+void   _pm_os_private_close(pm_private_fd_t *p);          /* close it if it still is ours */
+int    _pm_os_private_socketpair(pm_private_fd_t out[2]); /* 0 or errno */
+uint32_t _pm_os_now_ms(void);                      /* a coarse monotonic clock, wraps every 49 days */
+uint64_t _pm_os_now_ns(void);                      /* CLOCK_MONOTONIC in ns */
+struct timespec;
+void   _pm_os_deadline_ms(struct timespec *at, uint32_t ms); /* CLOCK_MONOTONIC now + ms */
+int    _pm_os_thread_start(void *(*fn)(void *), size_t stack); /* detached, signals blocked; 0 or errno */
+
+#pragma GCC visibility pop
+#endif

@@ -1,0 +1,147 @@
+/* The sampler: exact counts when every allocation is sampled, unbiased estimates at a real rate
+ * (a statistical test with a fixed seed), and sampled blocks leaving the table however they die. */
+#include "helpers.h"
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+
+static void sampling_at(size_t rate) {
+    _pm_sample_set_rate(rate);
+    pm_heap_t *heap = _pm_heap_get();
+    heap->sample.rng = 0x853c49e6748fea9bull;            /* a fixed seed: the test is deterministic */
+    heap->sample.left = -1;                        /* arm at the next allocation */
+}
+
+/* The site whose stack passes through fn: one of the noinline functions below. They sit in a
+ * section of their own, each aligned to 256 bytes and shorter than that, with a guard after the
+ * last, so a return address less than 256 bytes past one of them lies inside it. */
+static const pm_site_t *site_through(const pm_sites_t *s, void *fn) {
+    for (size_t i = 0; i < s->nsites; i++)
+        for (unsigned f = 0; f < s->sites[i].nframes; f++) {
+            uintptr_t ip = (uintptr_t)s->sites[i].frames[f];
+            if (ip > (uintptr_t)fn && ip < (uintptr_t)fn + 256) return &s->sites[i];
+        }
+    return NULL;
+}
+
+#define SITE __attribute__((noinline, aligned(256), section(".text.pm_test_sites")))
+SITE static void *alloc_at_site_a(size_t n) { void *p = malloc(n); __asm__ volatile("" ::: "memory"); return p; }
+SITE static void *alloc_at_site_b(size_t n) { void *p = malloc(n); __asm__ volatile("" ::: "memory"); return p; }
+SITE static void *calloc_at_site_c(size_t n) { void *p = calloc(1, n); __asm__ volatile("" ::: "memory"); return p; }
+SITE void pm_test_sites_guard(void);
+SITE void pm_test_sites_guard(void) { __asm__ volatile("" ::: "memory"); }
+
+Test(sample, every_allocation_is_sampled_at_rate_1_with_exact_counts) {
+    sampling_at(1);
+    enum { N = 1000 };
+    static void *blocks[N];
+    size_t total = 0;
+    for (int i = 0; i < N; i++) { blocks[i] = alloc_at_site_a(10 + (size_t)i); total += 10 + (size_t)i; }
+    _pm_sample_set_rate(0);
+    pm_sites_t s;
+    cr_assert_eq(_pm_sites_snapshot(&s), 0);
+    const pm_site_t *a = site_through(&s, (void *)alloc_at_site_a);
+    cr_assert_not_null(a, "the site of alloc_at_site_a is in the table");
+    cr_assert_eq(a->live_count, N);
+    cr_assert_eq(a->live_bytes, total);
+    cr_assert_eq(a->alloc_count, N);
+    cr_assert_float_eq(a->live_est_bytes, (double)total, 0.5);
+    _pm_sites_free(&s);
+    for (int i = 0; i < N; i++) free(blocks[i]);
+    cr_assert_eq(_pm_sites_snapshot(&s), 0);
+    a = site_through(&s, (void *)alloc_at_site_a);
+    cr_assert_eq(a->live_count, 0, "every freed block left the live table");
+    cr_assert_eq(a->live_bytes, 0);
+    cr_assert_eq(a->alloc_count, N, "allocation totals stay");
+    _pm_sites_free(&s);
+}
+
+/* 32 MiB in 48-byte blocks at one site and 64 MiB in 24 KiB blocks at another, sampled 1 in
+ * 64 KiB (about 500 and 1000 samples): each estimate within 10% of the truth, and half of it
+ * after freeing every other block of the first site. */
+Test(sample, estimates_are_unbiased_at_a_real_rate, .timeout = 60) {
+    sampling_at(64 << 10);
+    enum { NA = (32 << 20) / 48, NB = (64 << 20) / (24 << 10) };
+    void **a = calloc(NA, sizeof *a), **b = calloc(NB, sizeof *b);
+    for (int i = 0; i < NA; i++) a[i] = alloc_at_site_a(48);
+    for (int i = 0; i < NB; i++) b[i] = alloc_at_site_b(24 << 10);
+    pm_sites_t s;
+    cr_assert_eq(_pm_sites_snapshot(&s), 0);
+    const pm_site_t *sa = site_through(&s, (void *)alloc_at_site_a), *sb = site_through(&s, (void *)alloc_at_site_b);
+    cr_assert(sa && sb);
+    double ta = (double)NA * 48, tb = (double)NB * (24 << 10);
+    cr_assert(sa->live_est_bytes > 0.9 * ta && sa->live_est_bytes < 1.1 * ta, "site a: %.0f for %.0f", sa->live_est_bytes, ta);
+    cr_assert(sb->live_est_bytes > 0.9 * tb && sb->live_est_bytes < 1.1 * tb, "site b: %.0f for %.0f", sb->live_est_bytes, tb);
+    cr_assert(sa->live_est_count > 0.9 * NA && sa->live_est_count < 1.1 * NA, "site a count: %.0f", sa->live_est_count);
+    cr_assert_gt(sa->live_count, 300, "about 500 samples, got %llu", (unsigned long long)sa->live_count);
+    _pm_sites_free(&s);
+    for (int i = 0; i < NA; i += 2) free(a[i]);
+    cr_assert_eq(_pm_sites_snapshot(&s), 0);
+    sa = site_through(&s, (void *)alloc_at_site_a);
+    cr_assert(sa->live_est_bytes > 0.4 * ta && sa->live_est_bytes < 0.6 * ta, "half freed: %.0f of %.0f", sa->live_est_bytes, ta);
+    _pm_sites_free(&s);
+    _pm_sample_set_rate(0);
+    for (int i = 1; i < NA; i += 2) free(a[i]);
+    for (int i = 0; i < NB; i++) free(b[i]);
+    free(a); free(b);
+}
+
+static void *free_them(void *arg) {
+    void **blocks = arg;
+    for (int i = 0; i < 500; i++) free(blocks[i]);
+    return NULL;
+}
+
+Test(sample, blocks_freed_by_another_thread_or_huge_or_reallocated_leave_the_table) {
+    sampling_at(1);
+    static void *blocks[500];
+    for (int i = 0; i < 500; i++) blocks[i] = alloc_at_site_b(64);
+    void *huge = calloc_at_site_c(3u << 20);
+    void *moved = alloc_at_site_a(5u << 20);
+    _pm_sample_set_rate(0);
+    pthread_t t;
+    pthread_create(&t, NULL, free_them, blocks);
+    pthread_join(t, NULL);
+    free(huge);
+    moved = realloc(moved, 9u << 20);
+    pm_sites_t s;
+    cr_assert_eq(_pm_sites_snapshot(&s), 0);
+    cr_assert_eq(site_through(&s, (void *)alloc_at_site_b)->live_count, 0, "remote frees forgot their samples");
+    cr_assert_eq(site_through(&s, (void *)calloc_at_site_c)->live_count, 0, "a huge free forgot its sample");
+    cr_assert_eq(site_through(&s, (void *)alloc_at_site_a)->live_count, 0, "a huge realloc forgot the old block");
+    cr_assert_eq(site_through(&s, (void *)calloc_at_site_c)->alloc_bytes, 3u << 20);
+    _pm_sites_free(&s);
+    free(moved);
+}
+
+Test(sample, the_weight_is_one_over_the_sampling_probability) {
+    cr_assert_float_eq(_pm_sample_weight(100, 1), 1.0, 1e-12);
+    cr_assert_float_eq(_pm_sample_weight(512 << 10, 512 << 10), 1.0 / (1.0 - exp(-1.0)), 1e-9);
+    cr_assert_float_eq(_pm_sample_weight(16, 512 << 10), (512 << 10) / 16.0, 1.0);
+    cr_assert_float_eq(_pm_sample_weight(100u << 20, 512 << 10), 1.0, 1e-9);
+}
+
+Test(sample, the_countdown_never_samples_when_off) {
+    _pm_sample_set_rate(0);
+    pm_sites_t before, after;
+    _pm_sites_snapshot(&before);
+    for (int i = 0; i < 100000; i++) free(alloc_at_site_a(1000));
+    _pm_sites_snapshot(&after);
+    cr_assert_eq(after.nsites, before.nsites);
+    _pm_sites_free(&before);
+    _pm_sites_free(&after);
+}
+
+/* A huge request with sampling on draws the next distance once, rather than stepping through
+ * size/rate sample points (malloc(SIZE_MAX) used to spin). */
+Test(sample, impossible_sizes_fail_at_once_with_sampling_on, .timeout = 10) {
+    sampling_at(1);
+    for (int i = 0; i < 3; i++) {
+        errno = 0;
+        cr_assert_null(malloc(SIZE_MAX - (size_t)i));
+        cr_assert_eq(errno, ENOMEM);
+    }
+    void *p = NULL;
+    cr_assert_eq(posix_memalign(&p, 64, (size_t)1 << 62), ENOMEM);
+    _pm_sample_set_rate(0);
+}
