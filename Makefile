@@ -29,7 +29,7 @@ TEST_CFLAGS := $(WARN) -fno-builtin -Wno-missing-prototypes -Wno-free-nonheap-ob
                -Wno-alloc-size-larger-than -Wno-unused-result -Wno-deprecated-declarations
 VERSION := 0.1.0
 
-.PHONY: all deps docs-check layers-check check unit sanitize ubsan asan tsan integration demo bench install clean debug
+.PHONY: all deps docs-check layers-check check unit unit-debug sanitize ubsan asan tsan integration demo bench install clean debug
 all: $(BUILD)/libpoolmalloc.so $(BUILD)/libpoolmalloc.a
 
 # ---- Debian packages, before the first compile --------------------------------------------
@@ -107,7 +107,7 @@ docs-check:
 layers-check: all
 	@bash tests/layers/check.sh $(BUILD)/obj
 
-check: all docs-check layers-check unit sanitize integration
+check: all docs-check layers-check unit unit-debug sanitize integration
 
 demo: all
 	@bash tools/pm-demo $(abspath $(BUILD)/libpoolmalloc.so)
@@ -119,6 +119,12 @@ bench: all
 
 debug: deps
 	$(MAKE) PM_DEPS_DONE=1 BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" all
+
+# The unit suite on the debug build: every invariant checker runs at every transition (PM_DEBUG=1,
+# lib/util/util.h), so a test that breaks an invariant stops where it broke, not later.
+unit-debug: deps
+	$(MAKE) --no-print-directory PM_DEPS_DONE=1 BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" $(BUILD)/debug/tests/unit
+	$(BUILD)/debug/tests/unit --jobs 2
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/poolmalloc $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin

@@ -8,8 +8,7 @@
  *
  * Why 16 KiB slots (pymalloc's pool size since 3.10): each thread owns at least one pool per size
  * class it uses, so the slot is the granularity of per-thread memory. With 64 KiB slots a server
- * with 4 threads and 32 small classes in use holds 8 MiB of pools before it stores a byte; larson
- * peaked at 1.4x jemalloc's RSS. Small classes take one slot; larger ones take the fewest slots
+ * with 4 threads and 32 small classes in use holds 8 MiB of pools before it stores a byte. Small classes take one slot; larger ones take the fewest slots
  * that waste at most 1/8 (size_class.c).
  *
  * Policy, all under one lock (_pm_arena_lock), taken only when a heap needs a whole pool or gives
@@ -47,6 +46,8 @@ pthread_mutex_t _pm_arena_lock = PTHREAD_MUTEX_INITIALIZER;
 /* A slot that belongs to no pool points here: its heap matches no thread and its capacity is 0,
  * so a free of a pointer into it fails every check and is reported. */
 static pm_pool_t pool_invalid;
+static const char *check_arena(pm_arena_t *a);   /* PM_DEBUG and _pm_arena_check, below */
+static const char *check_all(void);
 
 static pm_arena_t *buckets[PM_SLOTS];   /* buckets[n]: arenas whose longest free run is n >= 1 */
 static pm_slotset_t buckets_used;       /* bit n: buckets[n] is not empty (a set of bucket numbers) */
@@ -197,7 +198,7 @@ static int arena_find_dirty_run(const pm_arena_t *a, unsigned n) {
 
 /* A run of n free slots in `a` (there is one), dirty slots first: their pages are still resident,
  * so reusing them costs no memory, while a clean run would add to the RSS as the dirty slots
- * wait for their purge (larson: 2 MiB of dirty slots at any time without this rule). */
+ * wait for their purge. */
 static int arena_find_run(const pm_arena_t *a, unsigned n) {
     int at = set_any(&a->slots_dirty) ? arena_find_dirty_run(a, n) : -1;
     return at >= 0 ? at : find_run(&a->slots_used, n);
@@ -279,8 +280,8 @@ pm_pool_t *_pm_arena_pool_acquire(unsigned size_class) {
     int at = -1;
     /* A pool takes a run of dirty slots if any arena has one (best fit first): a clean run
      * would be faulted in, and add to the RSS, while the dirty slots wait to be decommitted,
-     * which in a threaded program also costs a TLB shootdown (rptest: 7% of its time in
-     * madvise's IPIs and 7% in faults when only one-slot pools looked for dirty slots). */
+     * which in a threaded program also costs a TLB shootdown: an IPI to every core that ran
+     * the process. */
     if (dirty_slots >= slots) {
         for (unsigned n = set_next(&buckets_used, slots, false); n < PM_SLOTS && at < 0; n = set_next(&buckets_used, n + 1, false))
             for (pm_arena_t *a = buckets[n]; a && at < 0; a = a->next)
@@ -318,6 +319,8 @@ pm_pool_t *_pm_arena_pool_acquire(unsigned size_class) {
     __atomic_store_n(&pool->used, 0, __ATOMIC_RELAXED);
     size_t bytes = (size_t)slots << PM_SLOT_SHIFT, tail = bytes - (size_t)ci->capacity * ci->size;
     pool->start = (uint8_t *)arena + ((size_t)at << PM_SLOT_SHIFT) + tail;   /* see _pm_pool_is_block_start */
+    PM_DEBUG_CHECK(1, "the arena a pool was taken from", check_arena(arena));
+    PM_DEBUG_CHECK(2, "every arena after a pool was taken", check_all());
     pthread_mutex_unlock(&_pm_arena_lock);
     return pool;
 }
@@ -345,7 +348,9 @@ void _pm_arena_pool_release(pm_pool_t *pool) {
     if (merged > arena->max_run) arena->max_run = merged;
     bucket_insert(arena);
     if (arena->nfree == ARENA_FREE_SLOTS) nfree_arenas++;
-    maybe_purge(now);
+    PM_DEBUG_CHECK(1, "the arena a pool went back to", check_arena(arena));
+    maybe_purge(now);                         /* may unmap `arena` */
+    PM_DEBUG_CHECK(2, "every arena after a pool went back", check_all());
     _pm_purge_note();
     pthread_mutex_unlock(&_pm_arena_lock);
 }
@@ -375,32 +380,51 @@ void _pm_arena_counts(pm_arena_counts_t *out) {
 
 pm_arena_t *_pm_arena_first(void) { return all_arenas; }
 
-/* The arena invariants, for tests: nfree counts the free slots; dirty slots are free; max_run is
- * the longest free run and the arena sits in that bucket; every used slot maps to the pool whose
- * run covers it and every free slot to pool_invalid; dirty_slots is the sum over arenas. */
-bool _pm_arena_check(void) {
-    bool ok = true;
-    size_t dirty = 0;
-    pthread_mutex_lock(&_pm_arena_lock);
-    for (pm_arena_t *a = all_arenas; a && ok; a = a->all_next) {
-        unsigned nfree = 0;
-        for (unsigned i = 0; i < PM_SLOTS; i++) {
-            bool used = (a->slots_used.w[i / 64] >> (i % 64)) & 1, dirty_bit = (a->slots_dirty.w[i / 64] >> (i % 64)) & 1;
-            if (i < PM_HEADER_SLOTS) { ok &= used && !dirty_bit && a->heads[i] == &pool_invalid; continue; }
-            if (!used) { nfree++; ok &= a->heads[i] == &pool_invalid; continue; }
-            const pm_pool_t *p = a->heads[i];
-            unsigned at = (unsigned)(p - a->pools);
-            ok &= !dirty_bit && at < PM_SLOTS && at <= i && i < at + p->slots;
+/* The invariants of one arena (arena lock held): nfree counts the free slots; the header slots
+ * are used and map to pool_invalid; dirty slots are free; every used slot maps to the pool whose
+ * run covers it and every free slot to pool_invalid; max_run is the longest free run, and the
+ * arena sits in that bucket. */
+static const char *check_arena(pm_arena_t *a) {
+    unsigned nfree = 0;
+    for (unsigned i = 0; i < PM_SLOTS; i++) {
+        bool used = (a->slots_used.w[i / 64] >> (i % 64)) & 1, dirty_bit = (a->slots_dirty.w[i / 64] >> (i % 64)) & 1;
+        if (i < PM_HEADER_SLOTS) {
+            if (!used || dirty_bit || a->heads[i] != &pool_invalid) return "arena: a header slot is free, dirty or mapped to a pool";
+            continue;
         }
-        dirty += set_count(&a->slots_dirty);
-        unsigned max_run = a->max_run;
-        update_max_run(a);
-        ok &= nfree == a->nfree && max_run == a->max_run;
-        bool listed = a->max_run == 0;
-        for (pm_arena_t *b = buckets[a->max_run]; b && !listed; b = b->next) listed = b == a;
-        ok &= listed;
+        if (!used) {
+            nfree++;
+            if (a->heads[i] != &pool_invalid) return "arena: a free slot maps to a pool";
+            continue;
+        }
+        const pm_pool_t *p = a->heads[i];
+        unsigned at = (unsigned)(p - a->pools);
+        if (dirty_bit) return "arena: a slot in use is marked dirty";
+        if (at >= PM_SLOTS || at > i || i >= at + p->slots) return "arena: a used slot maps to a pool whose run does not cover it";
     }
-    ok &= dirty == dirty_slots;
+    if (nfree != a->nfree) return "arena: nfree is not the number of free slots";
+    unsigned max_run = a->max_run;
+    update_max_run(a);
+    if (max_run != a->max_run) return "arena: max_run is not the longest run of free slots";
+    bool listed = a->max_run == 0;
+    for (pm_arena_t *b = buckets[a->max_run]; b && !listed; b = b->next) listed = b == a;
+    return listed ? NULL : "arena: the arena is not in the bucket of its longest free run";
+}
+
+/* Every arena, and dirty_slots is the sum of their dirty slots (arena lock held). */
+static const char *check_all(void) {
+    size_t dirty = 0;
+    for (pm_arena_t *a = all_arenas; a; a = a->all_next) {
+        const char *why = check_arena(a);
+        if (why) return why;
+        dirty += set_count(&a->slots_dirty);
+    }
+    return dirty == dirty_slots ? NULL : "arena: dirty_slots is not the sum of the arenas' dirty slots";
+}
+
+const char *_pm_arena_check(void) {
+    pthread_mutex_lock(&_pm_arena_lock);
+    const char *why = check_all();
     pthread_mutex_unlock(&_pm_arena_lock);
-    return ok;
+    return why;
 }

@@ -24,8 +24,7 @@
  * mid-update when the fork happened, so the child never adopts them ("retired"): their free blocks
  * stay unused in the child, which costs memory but can never hand out a block twice.
  *
- * Lock order: orphan_lock, heap_lock, then _pm_arena_lock (huge.c's lock is independent).
- */
+ * Locks: the order is init.c's fork table; inside this file, orphan_lock before heap_lock. */
 #define _GNU_SOURCE
 #include "heap/heap.h"
 
@@ -47,12 +46,19 @@ static pm_heap_t *all_heaps, *abandoned_heaps, *orphan_heap;
 static uint8_t *slab_next, *slab_end;               /* heap structs come from here */
 static size_t nheaps, nabandoned;
 
-#define HEAP_SLAB_SIZE ((size_t)64 << 10)
+#define HEAP_SLAB_SIZE (64 * PM_KIB)
+
+/* PM_DEBUG: the heap as a slow path leaves it (util.h); a macro, so the report names the caller. */
+#define debug_check(heap, c) do {                                                           \
+        PM_DEBUG_CHECK(1, "a heap class after the slow path", _pm_heap_check_class((heap), (c))); \
+        PM_DEBUG_CHECK(2, "a heap after the slow path", _pm_heap_check(heap));                \
+    } while (0)
 
 /* ---- the per-class pool lists ----
  * HEAD(heap, c) is class c's list; its first pool is the "current" one, the pool the fast path
- * pops from (heap->avail), unless the class's foreign cache is serving (below). The heap holds one count in the `used` of its current pool when that pool is a
- * pool of at most 64 KiB (pool->held). So a free that returns the current pool's last block does
+ * pops from (heap->avail), unless the class's foreign cache is serving (below). The heap holds
+ * one count in the `used` of its current pool when that pool is a pool of at most 64 KiB
+ * (pool->held). So a free that returns the current pool's last block does
  * not leave the fast path (its `used` stays at 1), and a loop that allocates and frees one block
  * never takes the slow path. Only pools up to 64 KiB are held (PM_HOLD_MAX_SLOTS): a bigger one
  * goes back to its arena as soon as it empties, since keeping up to 1 MiB idle per class would
@@ -66,12 +72,13 @@ static void set_held(pm_pool_t *pool, uint8_t held) {
     __atomic_store_n(&pool->held, held, __ATOMIC_RELAXED);
 }
 
-/* Change class c's current pool. The old one loses its hold; it leaves the list (full or
- * released), or stays behind it dry, with blocks out (switch_to_freed), so it is not empty. */
+/* Is the fast path popping class c from the heap's foreign cache? */
 static bool foreign_serving(const pm_heap_t *heap, unsigned c) {
     return c < PM_FOREIGN_CLASSES && heap->avail[c + 1] == &heap->foreign[c];
 }
 
+/* Change class c's current pool. The old one loses its hold; it leaves the list (full or
+ * released), or stays behind it dry, with blocks out (switch_to_freed), so it is not empty. */
 static void set_head(pm_heap_t *heap, unsigned c, pm_pool_t *pool) {
     set_held(HEAD(heap, c), 0);
     HEAD(heap, c) = pool;
@@ -113,7 +120,6 @@ static void list_remove(pm_heap_t *heap, pm_pool_t *pool) {
     pool->next = pool->prev = NULL;
 }
 
-/* May madvise or munmap: keeps errno, since free() must. */
 /* Spare pools. A pool bigger than PM_HOLD_MAX_SLOTS goes back to its arena as soon as it is
  * empty, and the classes that have such pools hold one to a few blocks per pool: a program that
  * frees and allocates blocks of 16 KiB to 1 MiB (mixed) took a pool from an arena, under the
@@ -151,8 +157,10 @@ static void release_spares(pm_heap_t *heap) {
     }
 }
 
-/* An empty pool that is on no list goes to the arena, or (spare_ok) becomes the class's spare. */
+/* An empty pool that is on no list goes to the arena, or (spare_ok) becomes the class's spare.
+ * May madvise or munmap: keeps errno, since free() must. */
 static void release_off_list(pm_heap_t *heap, pm_pool_t *pool, bool spare_ok) {
+    PM_DEBUG_CHECK(1, "a pool that became empty", _pm_pool_check(pool));
     int saved = errno;
     if (!spare_ok || !keep_spare(heap, pool)) {
         if (pool->sampled_bits) _pm_pool_sample_release(pool);
@@ -172,13 +180,13 @@ static void release_pool(pm_heap_t *heap, pm_pool_t *pool) { release_pool_to(hea
 /* After blocks went back to `pool` (locally, or from the delayed list): the SAMPLED flag goes once
  * no sampled block is left, a full pool returns to its list, and an empty pool returns to its
  * arena. A held current pool never gets here empty: the heap's hold keeps it at 1. */
-void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
+static void heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
     if (pool->flags & PM_POOL_SAMPLED) {
         if (atomic_load_explicit(&pool->sampled, memory_order_relaxed) == 0)
             _pm_pool_set_flags(pool, pool->flags & ~PM_POOL_SAMPLED);
     }
     /* A full pool comes back once an eighth of it is free again, not at its first free block:
-     * otherwise a program that frees at random across many full pools (a big, churning heap)
+     * otherwise a program that frees at random across many full pools (a big heap in turnover)
      * makes every allocation fill a pool again, and every fill is a CAS and two list updates.
      * The frees before that stay on the fast path (full_bias: PM_POOL_FULL). Remote frees
      * (local == false) bring it back at once: the NOTIFY bit they cleared will not tell the
@@ -195,6 +203,12 @@ void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
     if (_pm_pool_used(pool) == 0) release_pool(heap, pool);
 }
 
+void _pm_heap_free_slow(pm_heap_t *heap, pm_pool_t *pool, bool local) {
+    unsigned c = pool->size_class;            /* the pool may be released */
+    heap_free_slow(heap, pool, local);
+    debug_check(heap, c);
+}
+
 /* Blocks freed by other threads into pools that were full. */
 static void process_delayed(pm_heap_t *heap) {
     pm_block_t *b = atomic_exchange_explicit(&heap->delayed, NULL, memory_order_acquire);
@@ -204,7 +218,7 @@ static void process_delayed(pm_heap_t *heap) {
         b->next = pool->free;
         pool->free = b;
         _pm_pool_used_add(pool, (uint32_t)-1);
-        _pm_heap_free_slow(heap, pool, false);   /* the remote freer already forgot a sampled block */
+        heap_free_slow(heap, pool, false);       /* the remote freer already forgot a sampled block */
         b = next;
     }
 }
@@ -231,16 +245,17 @@ static void heap_collect(pm_heap_t *heap, bool keep_current) {
 /* ---- the foreign cache ----
  * A block freed by a thread other than its pool's owner used to go back to the owner through
  * the pool's atomic remote stack, and stay unusable until the owner drained it. In a server
- * where objects die in another thread than the one that made them (larson), every thread then
- * holds, besides its own live blocks, the ones the others freed for it: the heap peaks at
- * about twice the live bytes, where jemalloc, whose thread caches take any block, reuses the
- * memory in place. So the free fast path puts a small block of another thread's pool into the
- * freeing thread's foreign cache of its class, with no atomic, up to FOREIGN_BYTES per class.
+ * where objects die in another thread than the one that made them, every thread then holds,
+ * besides its own live blocks, the ones the others freed for it: the heap peaks at about twice
+ * the live bytes (docs/design.md, "Threads"), where an allocator whose thread caches take any
+ * block reuses the memory in place. So the free fast path puts a small block of another
+ * thread's pool into the freeing thread's foreign cache of its class, with no atomic, up to
+ * FOREIGN_BYTES per class.
  * The cache is shaped as a pool (heap->foreign[c]: `free` is its list, `used` minus its count),
  * so when the class's current pool runs dry the slow path points avail[c + 1] at it and the
  * malloc fast path pops foreign blocks until it is empty; then avail goes back to the current
- * pool. Only a dry current pool hands over, so a thread's own cache lines come first (cscratch:
- * no false sharing with the thread that made the blocks).
+ * pool. Only a dry current pool hands over, so a thread's own cache lines come first: no false
+ * sharing with the thread that made the blocks.
  * A cached block stays counted in its own pool's `used`, so that pool can never be released
  * while the block is in a cache; statistics move cached blocks from used to free. A full cache,
  * a sampled block (the sampler's bitmap is the owner's) and larger classes take the remote
@@ -307,8 +322,8 @@ static void *pop(pm_pool_t *pool) {
  * thread's working set stays small), and a pool the walk finds dry goes to the end of the list,
  * so dry pools never pile up at the front to be walked again: each is passed over at most once
  * per trip through the list. Without this, blocks that other threads freed sit in the remote
- * stacks of pools behind the current one while the thread carves new pages: larson peaked at
- * 1.4x the RSS of jemalloc. Returns whether a pool with free blocks is current now. */
+ * stacks of pools behind the current one while the thread carves new pages, and the RSS grows
+ * with the number of pools that have remote frees waiting. Returns whether a pool with free blocks is current now. */
 #define SWITCH_SCAN 16
 
 static bool switch_to_freed(pm_heap_t *heap, unsigned c) {
@@ -342,7 +357,7 @@ static bool switch_to_freed(pm_heap_t *heap, unsigned c) {
  * the class's other pools, else the current pool's uncarved tail; a pool with none of these is
  * full and leaves the list; with no pool left, a new one. A dry current pool hands over to the
  * class's foreign cache, if it holds blocks, before anything else (foreign_ok: not sampled). */
-void *_pm_heap_alloc(pm_heap_t *heap, unsigned c, bool foreign_ok) {
+static void *heap_alloc(pm_heap_t *heap, unsigned c, bool foreign_ok) {
     if (atomic_load_explicit(&heap->delayed, memory_order_relaxed)) process_delayed(heap);
     bool foreign = foreign_ok && c < PM_FOREIGN_CLASSES;
     if (c < PM_FOREIGN_CLASSES) foreign_done(heap, c);
@@ -374,6 +389,12 @@ void *_pm_heap_alloc(pm_heap_t *heap, unsigned c, bool foreign_ok) {
     }
     list_insert(heap, pool);                 /* the list is empty: it becomes current */
     return pop(pool);
+}
+
+void *_pm_heap_alloc(pm_heap_t *heap, unsigned c, bool foreign_ok) {
+    void *p = heap_alloc(heap, c, foreign_ok);
+    debug_check(heap, c);
+    return p;
 }
 
 static pm_heap_t *heap_new(void) {
@@ -545,31 +566,47 @@ void _pm_heap_fork_child(void) {
     }
 }
 
-/* The list invariants of a heap, for tests (owner thread only): each class's list is linked both
- * ways and ends at last[c]; its pools belong to this heap and class, are not full, and pass
- * _pm_pool_check; only the current pool is held, and it is held exactly when it is small enough. */
-bool _pm_heap_check(pm_heap_t *heap) {
-    for (unsigned c = 0; c < PM_NCLASSES; c++) {
-        pm_pool_t *prev = NULL;
-        for (pm_pool_t *p = HEAD(heap, c); p && p != &_pm_pool_empty; prev = p, p = p->next) {
-            if (p->prev != prev || p->heap != heap || p->size_class != c || (p->flags & PM_POOL_FULL)) return false;
-            if (p->held != (prev == NULL && p->slots <= PM_HOLD_MAX_SLOTS)) return false;
-            if (!_pm_pool_check(p)) return false;
-        }
-        if (heap->last[c] != prev) return false;
-        const pm_pool_t *sp = heap->spare[c];
-        if (sp && (sp->heap != heap || sp->size_class != c || _pm_pool_used(sp) != 0 || sp->flags ||
-                   sp->slots <= PM_HOLD_MAX_SLOTS || sp->next || sp->prev || !_pm_pool_check(sp))) return false;
-        if (heap->avail[c + 1] != HEAD(heap, c) && !foreign_serving(heap, c)) return false;
-        if (c < PM_FOREIGN_CLASSES) {
-            uint32_t n = 0;
-            for (const pm_block_t *b = heap->foreign[c].free; b; b = b->next) {
-                const pm_pool_t *p = _pm_pool_of(b);
-                if (++n > heap->foreign[c].block_size || p->heap == heap || p->size_class != c ||
-                    !_pm_pool_is_block_start(p, b) || b->mark != _pm_free_mark(b)) return false;
-            }
-            if ((uint32_t)-(int32_t)heap->foreign[c].used != n) return false;
-        }
+/* The list invariants of one class of a heap (owner thread only): the class's list is linked
+ * both ways and ends at last[c]; its pools belong to this heap and class, are not full, and pass
+ * _pm_pool_check; only the current pool is held, and it is held exactly when it is small enough;
+ * the spare is empty and off every list; the fast path pops from the current pool or the foreign
+ * cache; the foreign cache holds only other heaps' free blocks of the class, as many as it counts. */
+const char *_pm_heap_check_class(pm_heap_t *heap, unsigned c) {
+    const char *why;
+    pm_pool_t *prev = NULL;
+    for (pm_pool_t *p = HEAD(heap, c); p && p != &_pm_pool_empty; prev = p, p = p->next) {
+        if (p->prev != prev) return "heap: a class list's prev link is wrong";
+        if (p->heap != heap || p->size_class != c) return "heap: a listed pool belongs to another heap or class";
+        if (p->flags & PM_POOL_FULL) return "heap: a full pool is on a class list";
+        if (p->held != (prev == NULL && p->slots <= PM_HOLD_MAX_SLOTS))
+            return "heap: a pool other than the current one is held, or the current one is not";
+        if ((why = _pm_pool_check(p))) return why;
     }
-    return true;
+    if (heap->last[c] != prev) return "heap: last[c] is not the class list's last pool";
+    const pm_pool_t *sp = heap->spare[c];
+    if (sp && (sp->heap != heap || sp->size_class != c || _pm_pool_used(sp) != 0 || sp->flags ||
+               sp->slots <= PM_HOLD_MAX_SLOTS || sp->next || sp->prev))
+        return "heap: the class's spare pool is in use, listed, flagged or small";
+    if (sp && (why = _pm_pool_check(sp))) return why;
+    if (heap->avail[c + 1] != HEAD(heap, c) && !foreign_serving(heap, c))
+        return "heap: the fast path pops from neither the current pool nor the foreign cache";
+    if (c < PM_FOREIGN_CLASSES) {
+        uint32_t n = 0;
+        for (const pm_block_t *b = heap->foreign[c].free; b; b = b->next) {
+            const pm_pool_t *p = _pm_pool_of(b);
+            if (++n > heap->foreign[c].block_size) return "heap: the foreign cache holds more than its bound";
+            if (p->heap == heap || p->size_class != c || !_pm_pool_is_block_start(p, b) || b->mark != _pm_free_mark(b))
+                return "heap: the foreign cache holds a block that is not another heap's free block of the class";
+        }
+        if ((uint32_t)-(int32_t)heap->foreign[c].used != n) return "heap: the foreign cache's count is wrong";
+    }
+    return NULL;
+}
+
+const char *_pm_heap_check(pm_heap_t *heap) {
+    for (unsigned c = 0; c < PM_NCLASSES; c++) {
+        const char *why = _pm_heap_check_class(heap, c);
+        if (why) return why;
+    }
+    return NULL;
 }

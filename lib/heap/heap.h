@@ -34,13 +34,20 @@
 #define PM_SLOT_WORDS    (PM_SLOTS / 64)          /* a set of slots is this many uint64_t */
 #define PM_HEADER_SLOTS  3                        /* sizeof(pm_arena_t): 35 KiB (asserted below) */
 #define PM_POOL_MAX_SLOTS 64                      /* the largest pool spans 1 MiB */
-#define PM_HOLD_MAX_SLOTS (((size_t)64 << 10) / PM_SLOT_SIZE) /* pools up to 64 KiB stay when empty (heap.c) */
-#define PM_ALIGN         16                       /* every block is 16-byte aligned */
-#define PM_SMALL_MAX     512                      /* 16-byte steps up to here, as pymalloc */
-#define PM_LARGE_MAX     ((size_t)1 << 20)        /* largest pooled size; above it: huge */
+#define PM_HOLD_MAX_SLOTS ((64 * PM_KIB) / PM_SLOT_SIZE) /* the current pool is held if at most 64 KiB (heap.c) */
+#define PM_ALIGN_SHIFT   4
+#define PM_ALIGN         (1 << PM_ALIGN_SHIFT)    /* every block is 16-byte aligned */
+#define PM_SMALL_SHIFT   9
+#define PM_SMALL_MAX     (1 << PM_SMALL_SHIFT)    /* 16-byte steps up to 512, as pymalloc */
+#define PM_SMALL_CLASSES (PM_SMALL_MAX / PM_ALIGN) /* 32 */
+#define PM_STEPS_SHIFT   2                        /* 4 classes per doubling above 512: jemalloc's */
+#define PM_STEPS         (1 << PM_STEPS_SHIFT)    /*   spacing, at most 20% of a block lost */
+#define PM_LARGE_SHIFT   20
+#define PM_LARGE_MAX     ((size_t)1 << PM_LARGE_SHIFT) /* largest pooled size; above it: huge */
+#define PM_LARGE_POOL_MIN (64 * PM_KIB)           /* a pool above 512 B spans this at least (size_class.c) */
 #define PM_POOL_ALIGN_MAX PM_SLOT_SIZE            /* aligned requests above this go huge */
-#define PM_NCLASSES      76                       /* 32 small + 4 per doubling from 512 to 1 MiB */
-#define PM_FOREIGN_CLASSES 32                     /* the small classes: a heap's foreign cache (heap.c) */
+#define PM_NCLASSES      (PM_SMALL_CLASSES + (PM_LARGE_SHIFT - PM_SMALL_SHIFT) * PM_STEPS)   /* 76 */
+#define PM_FOREIGN_CLASSES PM_SMALL_CLASSES       /* the classes of a heap's foreign cache (heap.c) */
 #define PM_ADDR_BITS     47                       /* user address space covered by the arena map */
 
 _Static_assert(PM_SLOTS % 64 == 0 && PM_POOL_MAX_SLOTS <= 64, "slot sets are whole words; a run fits in two");
@@ -188,13 +195,13 @@ extern pm_class_info_t _pm_classes[PM_NCLASSES];
 void     _pm_classes_init(void);
 
 /* Size -> class by arithmetic alone (no table to miss in the cache). Sizes 0..512 map to classes
- * 0..31 (size 0 is served as 16 bytes); above, x = size-1 lies in [2^b, 2^(b+1)) and its two bits
- * below the top one pick one of the four classes of that doubling. */
+ * 0..31 (size 0 is served as 16 bytes); above, x = size-1 lies in [2^b, 2^(b+1)) and its
+ * PM_STEPS_SHIFT bits below the top one pick one of the PM_STEPS classes of that doubling. */
 PM_INLINE unsigned _pm_class_of(size_t size) {
-    if (PM_LIKELY(size <= PM_SMALL_MAX)) return (unsigned)((size + (size == 0) - 1) >> 4);
+    if (PM_LIKELY(size <= PM_SMALL_MAX)) return (unsigned)((size + (size == 0) - 1) >> PM_ALIGN_SHIFT);
     size_t x = size - 1;
     unsigned b = 63u - (unsigned)__builtin_clzll(x);
-    return 32 + (b - 9) * 4 + ((unsigned)(x >> (b - 2)) & 3);
+    return PM_SMALL_CLASSES + (b - PM_SMALL_SHIFT) * PM_STEPS + ((unsigned)(x >> (b - PM_STEPS_SHIFT)) & (PM_STEPS - 1));
 }
 
 /* The fast path's index into heap->avail: class + 1; 0 (always an empty pool, so: the slow
@@ -202,11 +209,12 @@ PM_INLINE unsigned _pm_class_of(size_t size) {
  * arithmetic; up to 64 KiB by a table with one entry per 128 bytes (every class boundary in
  * that range is a multiple of 128; size_class.c fills it, and until then it sends every size to
  * the slow path, which initializes); above, by _pm_class_of. */
-#define PM_TABLE_MAX ((size_t)64 << 10)
-extern uint8_t _pm_avail_table[PM_TABLE_MAX >> 7];
+#define PM_TABLE_MAX   (64 * PM_KIB)
+#define PM_TABLE_SHIFT 7                          /* one entry per 128 bytes */
+extern uint8_t _pm_avail_table[PM_TABLE_MAX >> PM_TABLE_SHIFT];
 PM_INLINE size_t _pm_avail_index(size_t size) {
-    if (PM_LIKELY(size <= PM_SMALL_MAX)) return (size + 15) >> 4;
-    if (size <= PM_TABLE_MAX) return _pm_avail_table[(size - 1) >> 7];
+    if (PM_LIKELY(size <= PM_SMALL_MAX)) return (size + PM_ALIGN - 1) >> PM_ALIGN_SHIFT;
+    if (size <= PM_TABLE_MAX) return _pm_avail_table[(size - 1) >> PM_TABLE_SHIFT];
     if (size <= PM_LARGE_MAX) return (size_t)_pm_class_of(size) + 1;
     return 0;
 }
@@ -241,7 +249,7 @@ typedef struct {
 } pm_arena_counts_t;
 void _pm_arena_counts(pm_arena_counts_t *out);        /* caller holds _pm_arena_lock */
 pm_arena_t *_pm_arena_first(void);                   /* caller holds _pm_arena_lock */
-bool _pm_arena_check(void);                          /* the invariants of every arena (tests) */
+const char *_pm_arena_check(void);                  /* every arena: NULL, or the invariant that failed */
 
 PM_INLINE bool _pm_is_arena_ptr(const void *p) {
     uintptr_t i = (uintptr_t)p >> PM_ARENA_SHIFT;
@@ -267,7 +275,7 @@ bool   _pm_pool_carve(pm_pool_t *pool);    /* a page of fresh blocks onto the fr
 size_t _pm_pool_drain_remote(pm_pool_t *pool);
 bool   _pm_pool_mark_full(pm_pool_t *pool);/* false if a remote free arrived meanwhile */
 void   _pm_pool_clear_notify(pm_pool_t *pool);
-bool   _pm_pool_check(const pm_pool_t *pool);
+const char *_pm_pool_check(const pm_pool_t *pool); /* owner: NULL, or the invariant that failed */
 bool   _pm_pool_sample_mark(pm_pool_t *pool, const void *p);   /* owner; false if out of memory */
 bool   _pm_pool_sample_unmark(pm_pool_t *pool, const void *p); /* any thread; was p marked? */
 void   _pm_pool_sample_release(pm_pool_t *pool);               /* the pool is empty */
@@ -338,7 +346,8 @@ void  _pm_heap_fork_prepare(void);
 void  _pm_heap_fork_parent(void);
 void  _pm_heap_fork_child(void);
 size_t _pm_heap_count(size_t *abandoned);
-bool   _pm_heap_check(pm_heap_t *heap);   /* the list invariants (tests; owner only) */
+const char *_pm_heap_check(pm_heap_t *heap);          /* owner: NULL, or the invariant that failed */
+const char *_pm_heap_check_class(pm_heap_t *heap, unsigned c);  /* the same, for one class */
 
 /* ---- huge.c ------------------------------------------------------------------------------- */
 void  *_pm_huge_alloc(size_t size, size_t align, bool zero);
@@ -354,6 +363,7 @@ typedef struct {
     size_t returned_bytes, reused_total;      /* unmapped from the cache; requests served from it */
 } pm_huge_counts_t;
 void   _pm_huge_counts(pm_huge_counts_t *out);
+const char *_pm_huge_check(void);            /* takes the lock: NULL, or the invariant that failed */
 void   _pm_huge_fork_prepare(void);
 void   _pm_huge_fork_parent(void);
 void   _pm_huge_fork_child(void);

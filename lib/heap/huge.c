@@ -1,9 +1,16 @@
 /* huge.c: blocks above the largest class (1 MiB), and blocks aligned to more than 16 KiB.
  *
  * Each is a page-rounded run of its own mapping, starting exactly at the block. They are found
- * through a registry: an open-addressing hash table keyed by the block's address, with linear
- * probing and backward-shift deletion (no tombstones), kept in its own mapping and doubled when
- * half full. The registry is also how free() tells a huge block from a pointer it never handed out.
+ * through the registry: a table (util/table.c: open addressing, linear probing, backward-shift
+ * deletion, doubled before it passes half load) of huge_entry_t keyed by the block's address. The
+ * registry is also how free() tells a huge block from a pointer it never handed out.
+ *
+ * A registry insertion must never fail once the block exists, so the room is reserved first,
+ * under the lock: an allocation reserves before it takes a cached run, and again after a fresh
+ * mapping (other threads may have filled the room while the lock was dropped), and fails with
+ * ENOMEM (the mapping unmapped) if the registry cannot grow. A block being mremapped is out of the
+ * registry while the lock is dropped (`moving`), and every reservation counts it, so putting it
+ * back never needs to grow the registry.
  *
  * Reuse before return. A freed huge block is not unmapped: it goes into a cache of up to
  * CACHE_SLOTS freed runs, with its pages still resident, and the next huge request takes the
@@ -12,9 +19,8 @@
  * big buffers and frees them every round faults its pages in once, not every round. A cached run
  * is unmapped once it has stayed unused for `purge_delay` ms (by the background thread, purge.c),
  * or, oldest first, when a fresh mapping would take live plus cached huge bytes above 3/2 of the
- * peak of live huge bytes. That bound is the trade between faults and peak RSS; on bench/bigbuf
- * 9/8 faulted 75k pages, 3/2 46k and 2x 40k, at 157, 154 and 161 MiB of peak RSS (jemalloc:
- * 144 MiB and 758k faults; tcmalloc: 178 MiB and 45k).
+ * peak of live huge bytes. That bound is the trade between faults and peak RSS: a tighter one
+ * faults pages back in, a looser one holds more (docs/design.md has the measurements).
  *
  * realloc grows a huge block, in this order of preference:
  *   1. into the cached run right after it: no system call, no copy, no fault;
@@ -26,7 +32,8 @@
  * A block made of several runs may span mappings that mremap refuses; then realloc copies.
  *
  * One mutex guards the registry and the cache. System calls (mmap, munmap, mremap) and copies
- * are made outside it.
+ * are made outside it, except the registry's own growth. _pm_huge_check names the first of this
+ * file's invariants that fails.
  */
 #define _GNU_SOURCE
 #include "heap/heap.h"
@@ -35,58 +42,35 @@
 #include <string.h>
 
 typedef struct {
-    uintptr_t ptr;        /* 0: empty */
+    uintptr_t ptr;        /* the key (util/table.c); 0: an empty slot */
     size_t    map_size;   /* bytes mapped, page multiple */
     size_t    size : 63;  /* bytes requested */
     size_t    sampled : 1;/* the sampler has a record of it */
 } huge_entry_t;
 
 static pthread_mutex_t huge_lock = PTHREAD_MUTEX_INITIALIZER;
-static huge_entry_t *table;
-static size_t table_cap, table_count, bytes_requested, bytes_mapped;
+static const char *check_locked(void);
 
-static size_t slot_of(uintptr_t p, size_t cap) {
-    uint64_t h = (uint64_t)p >> 12;
-    h ^= h >> 33; h *= 0xff51afd7ed558ccdull; h ^= h >> 33;
-    return (size_t)h & (cap - 1);
+/* Every change to the registry or the cache ends here: PM_DEBUG=2 checks them as the lock goes. */
+static void huge_unlock(void) {
+    PM_DEBUG_CHECK(2, "the huge registry and cache as the lock is released", check_locked());
+    pthread_mutex_unlock(&huge_lock);
 }
+static pm_table_t registry = PM_TABLE_INIT(huge_entry_t);
+static struct { size_t count, mapped, requested; } moving;   /* out of the registry during mremap */
+static size_t bytes_requested, bytes_mapped;
 
-static huge_entry_t *find(uintptr_t p) {
-    if (table_cap == 0) return NULL;
-    for (size_t i = slot_of(p, table_cap);; i = (i + 1) & (table_cap - 1)) {
-        if (table[i].ptr == p) return &table[i];
-        if (table[i].ptr == 0) return NULL;
-    }
-}
+static huge_entry_t *find(uintptr_t p) { return _pm_table_find(&registry, p); }
 
-static void put(huge_entry_t *t, size_t cap, huge_entry_t e) {
-    size_t i = slot_of(e.ptr, cap);
-    while (t[i].ptr) i = (i + 1) & (cap - 1);
-    t[i] = e;
-}
+/* Room for one more entry, beyond the ones that are coming back from mremap. Lock held. */
+static bool registry_reserve(void) { return _pm_table_reserve(&registry, moving.count + 1) == 0; }
 
-static bool grow(void) {
-    size_t cap = table_cap ? table_cap * 2 : 256;
-    huge_entry_t *t = _pm_os_map(cap * sizeof *t);
-    if (t == NULL) return false;
-    for (size_t i = 0; i < table_cap; i++)
-        if (table[i].ptr) put(t, cap, table[i]);
-    if (table) _pm_os_unmap(table, table_cap * sizeof *table);
-    table = t;
-    table_cap = cap;
-    return true;
-}
-
-static void erase(huge_entry_t *e) {
-    size_t i = (size_t)(e - table), j = i;
-    table[i].ptr = 0;
-    for (;;) {                            /* shift back later members of the probe run */
-        j = (j + 1) & (table_cap - 1);
-        if (table[j].ptr == 0) return;
-        size_t home = slot_of(table[j].ptr, table_cap);
-        bool movable = (i <= j) ? (home <= i || home > j) : (home <= i && home > j);
-        if (movable) { table[i] = table[j]; table[j].ptr = 0; i = j; }
-    }
+/* An entry into room reserved before (registry_reserve, or the slot that the block left). */
+static void registry_put(uintptr_t p, size_t map_size, size_t size) {
+    huge_entry_t *e = _pm_table_insert(&registry, p);
+    if (e == NULL) _pm_fatal("huge registry: no room for a block although room was reserved");
+    e->map_size = map_size;
+    e->size = size;
 }
 
 static size_t page_round(size_t size) {
@@ -173,8 +157,7 @@ static void unmap_runs(const cached_run_t *runs, size_t n) {
 }
 
 static void registry_add(uintptr_t p, size_t map_size, size_t size) {
-    put(table, table_cap, (huge_entry_t){ p, map_size, size, 0 });
-    table_count++;
+    registry_put(p, map_size, size);
     bytes_requested += size;
     bytes_mapped += map_size;
     if (bytes_mapped > peak_live) peak_live = bytes_mapped;
@@ -206,15 +189,15 @@ void *_pm_huge_alloc(size_t size, size_t align, bool zero) {
     size_t nvictims = 0;
     uintptr_t p = 0;
     pthread_mutex_lock(&huge_lock);
-    if ((table_count + 1) * 2 > table_cap && !grow()) {
-        pthread_mutex_unlock(&huge_lock);
+    if (!registry_reserve()) {                          /* before a cached run is taken */
+        huge_unlock();
         errno = ENOMEM;
         return NULL;
     }
     if (align <= _pm_os_page_size()) p = take_cached(map_size);
     if (p) {
         registry_add(p, map_size, size);
-        pthread_mutex_unlock(&huge_lock);
+        huge_unlock();
         /* A reused run holds old bytes. Up to ZERO_BY_MEMSET they are cleared by hand, which
          * costs less than faulting zero pages in; a bigger calloc may be sparse (a matrix
          * mostly never touched), so its pages are decommitted instead and read back as zero. */
@@ -223,20 +206,20 @@ void *_pm_huge_alloc(size_t size, size_t align, bool zero) {
         return (void *)p;
     }
     nvictims = evict_for(map_size, victims);
-    pthread_mutex_unlock(&huge_lock);
+    huge_unlock();
     unmap_runs(victims, nvictims);
     /* Fresh anonymous mappings read as zero, so `zero` needs no memset here. */
     void *q = align > _pm_os_page_size() ? _pm_os_map_aligned(map_size, align) : _pm_os_map(map_size);
     if (q == NULL) return NULL;
     pthread_mutex_lock(&huge_lock);
-    if ((table_count + 1) * 2 > table_cap && !grow()) {
-        pthread_mutex_unlock(&huge_lock);
+    if (!registry_reserve()) {                          /* again: others may have taken the room */
+        huge_unlock();
         _pm_os_unmap(q, map_size);
         errno = ENOMEM;
         return NULL;
     }
     registry_add((uintptr_t)q, map_size, size);
-    pthread_mutex_unlock(&huge_lock);
+    huge_unlock();
     return q;
 }
 
@@ -244,15 +227,14 @@ bool _pm_huge_free(void *p) {
     cached_run_t victim;
     pthread_mutex_lock(&huge_lock);
     huge_entry_t *e = find((uintptr_t)p);
-    if (e == NULL) { pthread_mutex_unlock(&huge_lock); return false; }
+    if (e == NULL) { huge_unlock(); return false; }
     size_t map_size = e->map_size;
     bytes_requested -= e->size;
     bytes_mapped -= map_size;
-    table_count--;
-    erase(e);
+    _pm_table_erase(&registry, e);
     cache_put((uintptr_t)p, map_size, _pm_os_now_ms(), &victim);
     if (victim.size) returned_bytes += victim.size;
-    pthread_mutex_unlock(&huge_lock);
+    huge_unlock();
     unmap_runs(&victim, 1);
     return true;
 }
@@ -262,7 +244,7 @@ size_t _pm_huge_usable(const void *p, bool *sampled) {
     huge_entry_t *e = find((uintptr_t)p);
     size_t n = e ? e->map_size : 0;
     if (e && sampled) *sampled = e->sampled;
-    pthread_mutex_unlock(&huge_lock);
+    huge_unlock();
     return n;
 }
 
@@ -270,16 +252,17 @@ void _pm_huge_set_sampled(void *p) {
     pthread_mutex_lock(&huge_lock);
     huge_entry_t *e = find((uintptr_t)p);
     if (e) e->sampled = 1;
-    pthread_mutex_unlock(&huge_lock);
+    huge_unlock();
 }
 
-/* The registry entry of p becomes q's (the caller forgot its sample). Lock held. */
+/* The registry entry of p becomes q's (the caller forgot its sample). Lock held. The erase
+ * frees the slot the insert takes, so the insert never grows the registry. */
 static void registry_move(huge_entry_t *e, uintptr_t q, size_t map_size, size_t size) {
     bytes_requested += size - e->size;
     bytes_mapped += map_size - e->map_size;
     if (bytes_mapped > peak_live) peak_live = bytes_mapped;
-    erase(e);
-    put(table, table_cap, (huge_entry_t){ q, map_size, size, 0 });
+    _pm_table_erase(&registry, e);
+    registry_put(q, map_size, size);
 }
 
 /* Resize a huge block to another huge size (see the top of the file). *handled false: p is not a
@@ -290,14 +273,14 @@ void *_pm_huge_realloc(void *p, size_t size, bool *handled) {
     pthread_mutex_lock(&huge_lock);
     huge_entry_t *e = find(at);
     *handled = e != NULL;
-    if (e == NULL) { pthread_mutex_unlock(&huge_lock); return NULL; }
+    if (e == NULL) { huge_unlock(); return NULL; }
     size_t map_size = page_round(size), old_map = e->map_size, old_size = e->size;
-    if (map_size == 0 || map_size > PTRDIFF_MAX) { pthread_mutex_unlock(&huge_lock); errno = ENOMEM; return NULL; }
+    if (map_size == 0 || map_size > PTRDIFF_MAX) { huge_unlock(); errno = ENOMEM; return NULL; }
     if (map_size <= old_map) {                          /* shrink: the tail goes into the cache */
         if (map_size < old_map) cache_put(at + map_size, old_map - map_size, _pm_os_now_ms(), &victim);
         registry_move(e, at, map_size, size);
         if (victim.size) returned_bytes += victim.size;
-        pthread_mutex_unlock(&huge_lock);
+        huge_unlock();
         unmap_runs(&victim, 1);
         return p;
     }
@@ -306,7 +289,7 @@ void *_pm_huge_realloc(void *p, size_t size, bool *handled) {
         if (cache[i].ptr == at + old_map && cache[i].size >= growth) {
             cache_take_from(i, growth);
             registry_move(e, at, map_size, size);
-            pthread_mutex_unlock(&huge_lock);
+            huge_unlock();
             return p;
         }
     }
@@ -314,12 +297,12 @@ void *_pm_huge_realloc(void *p, size_t size, bool *handled) {
         uintptr_t q = take_cached(map_size);
         if (q) {
             registry_move(e, q, map_size, size);
-            pthread_mutex_unlock(&huge_lock);
+            huge_unlock();
             memcpy((void *)q, p, old_map);               /* the usable size, not the request */
             pthread_mutex_lock(&huge_lock);
             cache_put(at, old_map, _pm_os_now_ms(), &victim);
             if (victim.size) returned_bytes += victim.size;
-            pthread_mutex_unlock(&huge_lock);
+            huge_unlock();
             unmap_runs(&victim, 1);
             return (void *)q;
         }
@@ -328,24 +311,25 @@ void *_pm_huge_realloc(void *p, size_t size, bool *handled) {
      * the pages, [p, p+old_map) is a hole that another thread's mapping may get, and a stale
      * entry would let a later free of that block cache the whole range (a block handed out
      * twice). The caller has already forgotten p's sample. */
-    huge_entry_t was = { at, old_map, old_size, 0 };
-    erase(e);                                           /* table_count stays: it comes back */
-    pthread_mutex_unlock(&huge_lock);
+    _pm_table_erase(&registry, e);                      /* it comes back: its room stays reserved */
+    moving.count++; moving.mapped += old_map; moving.requested += old_size;
+    huge_unlock();
     int saved = errno;
     void *q = _pm_os_remap(p, old_map, map_size);
     pthread_mutex_lock(&huge_lock);
+    moving.count--; moving.mapped -= old_map; moving.requested -= old_size;
     if (q == NULL) {                                    /* spans runs of two mappings: copy */
-        put(table, table_cap, was);
-        pthread_mutex_unlock(&huge_lock);
+        registry_put(at, old_map, old_size);
+        huge_unlock();
         errno = saved;                                  /* the copy sets ENOMEM if it fails */
         *handled = false;
         return NULL;
     }
-    put(table, table_cap, (huge_entry_t){ (uintptr_t)q, map_size, size, 0 });
+    registry_put((uintptr_t)q, map_size, size);
     bytes_requested += size - old_size;
     bytes_mapped += map_size - old_map;
     if (bytes_mapped > peak_live) peak_live = bytes_mapped;
-    pthread_mutex_unlock(&huge_lock);
+    huge_unlock();
     return q;
 }
 
@@ -367,7 +351,7 @@ static uint32_t cache_purge(uint32_t now, bool all) {
         }
     }
     bool waiting = ncached > 0;
-    pthread_mutex_unlock(&huge_lock);
+    huge_unlock();
     unmap_runs(victims, n);
     return waiting ? oldest + delay - now : PM_PURGE_NONE;
 }
@@ -377,21 +361,80 @@ uint32_t _pm_huge_purge_due(uint32_t now) { return cache_purge(now, false); }
 size_t _pm_huge_trim(void) {
     pthread_mutex_lock(&huge_lock);
     size_t bytes = cached_bytes;
-    pthread_mutex_unlock(&huge_lock);
+    huge_unlock();
     cache_purge(_pm_os_now_ms(), true);
     return bytes;
 }
 
 void _pm_huge_counts(pm_huge_counts_t *out) {
     pthread_mutex_lock(&huge_lock);
-    out->count = table_count;
+    out->count = registry.count + moving.count;
     out->requested = bytes_requested;
     out->mapped = bytes_mapped;
     out->cached = cached_bytes;
     out->cached_runs = ncached;
     out->returned_bytes = returned_bytes;
     out->reused_total = reused_total;
+    huge_unlock();
+}
+
+/* ---- the invariants (_pm_huge_check) ---- */
+
+static bool page_aligned(uintptr_t x) { return (x & (_pm_os_page_size() - 1)) == 0; }
+
+/* Every entry is a page-aligned block of whole pages holding its request, and the entries (with
+ * the blocks being mremapped) add up to the byte counts. */
+static const char *check_registry(void) {
+    const char *why = _pm_table_check(&registry);
+    if (why) return why;
+    size_t mapped = moving.mapped, requested = moving.requested, pos = 0;
+    for (const huge_entry_t *e; (e = _pm_table_next(&registry, &pos)) != NULL;) {
+        if (!page_aligned(e->ptr) || !page_aligned(e->map_size) || e->map_size == 0)
+            return "huge: a registered block is not a page-aligned run of whole pages";
+        if (e->size > e->map_size) return "huge: a registered block is smaller than its request";
+        mapped += e->map_size;
+        requested += e->size;
+    }
+    if (mapped != bytes_mapped) return "huge: the registered blocks do not add up to the mapped bytes";
+    if (requested != bytes_requested) return "huge: the registered blocks do not add up to the requested bytes";
+    if (bytes_mapped > peak_live) return "huge: the live bytes are above their peak";
+    return NULL;
+}
+
+static bool runs_meet(uintptr_t a, size_t an, uintptr_t b, size_t bn) { return a <= b + bn && b <= a + an; }
+
+/* Cached runs are whole pages, add up to cached_bytes, and neither overlap nor touch (touching
+ * runs are merged when the second is put), and no registered block lies in one. */
+static const char *check_cache(void) {
+    if (ncached > CACHE_SLOTS) return "huge: more cached runs than cache slots";
+    size_t bytes = 0;
+    for (size_t i = 0; i < ncached; i++) {
+        if (!page_aligned(cache[i].ptr) || !page_aligned(cache[i].size) || cache[i].size == 0)
+            return "huge: a cached run is not a page-aligned run of whole pages";
+        bytes += cache[i].size;
+        for (size_t j = i + 1; j < ncached; j++)
+            if (runs_meet(cache[i].ptr, cache[i].size, cache[j].ptr, cache[j].size))
+                return "huge: two cached runs overlap or touch (they should have merged)";
+    }
+    if (bytes != cached_bytes) return "huge: the cached runs do not add up to the cached bytes";
+    size_t pos = 0;
+    for (const huge_entry_t *e; (e = _pm_table_next(&registry, &pos)) != NULL;)
+        for (size_t i = 0; i < ncached; i++)
+            if (e->ptr < cache[i].ptr + cache[i].size && cache[i].ptr < e->ptr + e->map_size)
+                return "huge: a registered block lies in a cached run (handed out twice)";
+    return NULL;
+}
+
+static const char *check_locked(void) {
+    const char *why = check_registry();
+    return why ? why : check_cache();
+}
+
+const char *_pm_huge_check(void) {
+    pthread_mutex_lock(&huge_lock);
+    const char *why = check_locked();
     pthread_mutex_unlock(&huge_lock);
+    return why;
 }
 
 void _pm_huge_fork_prepare(void) { pthread_mutex_lock(&huge_lock); }

@@ -22,8 +22,9 @@
 
 pm_pool_t _pm_pool_empty;
 
-/* How many bytes of fresh blocks to carve at once: one page, but at least one block. */
-#define CARVE_BYTES 4096u
+/* How many bytes of fresh blocks to carve at once: a page's worth, but at least one block, so that
+ * a new pool touches its pages one at a time as it fills, not all at once. */
+#define CARVE_BYTES ((uint32_t)PM_PAGE_MIN)
 
 /* The arena already wrote the geometry (class, block size, capacity, start, used = 0). */
 void _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap) {
@@ -91,6 +92,7 @@ bool _pm_pool_mark_full(pm_pool_t *pool) {
     _pm_pool_used_add(pool, (uint32_t)-bias);
     __atomic_store_n(&pool->full_bias, bias, __ATOMIC_RELAXED);
     _pm_pool_set_flags(pool, pool->flags | PM_POOL_FULL);
+    PM_DEBUG_CHECK(1, "a pool that became full", _pm_pool_check(pool));
     return true;
 }
 
@@ -109,15 +111,19 @@ uint32_t _pm_pool_free_count(const pm_pool_t *pool) {
 
 /* The invariant at the top of the pool descriptor, plus: every block on the free list lies on a
  * block boundary inside the pool and carries its free mark. Owner thread only. */
-bool _pm_pool_check(const pm_pool_t *pool) {
+const char *_pm_pool_check(const pm_pool_t *pool) {
     uint32_t n = 0;
+    if (pool->carved > pool->capacity) return "pool: more blocks carved than it holds";
     for (const pm_block_t *b = pool->free; b; b = b->next) {
-        if (++n > pool->capacity) return false;                 /* a cycle */
-        if (!_pm_pool_is_block_start(pool, b)) return false;
-        if ((uint8_t *)b >= pool->start + (size_t)pool->carved * pool->block_size) return false;
-        if (b->mark != _pm_free_mark(b)) return false;
+        if (++n > pool->capacity) return "pool: the free list is longer than the pool (a cycle?)";
+        if (!_pm_pool_is_block_start(pool, b)) return "pool: a free-list block is not on a block boundary of the pool";
+        if ((uint8_t *)b >= pool->start + (size_t)pool->carved * pool->block_size)
+            return "pool: a free-list block lies in the uncarved tail";
+        if (b->mark != _pm_free_mark(b)) return "pool: a free-list block lacks its free mark (written after free?)";
     }
-    return _pm_pool_used(pool) - pool->held + n + (pool->capacity - pool->carved) == pool->capacity;
+    if (_pm_pool_used(pool) - pool->held + n + (pool->capacity - pool->carved) != pool->capacity)
+        return "pool: used + free + uncarved != capacity";
+    return NULL;
 }
 
 /* ---- the sample bitmap: which blocks of the pool are sampled and live ----
@@ -127,7 +133,7 @@ bool _pm_pool_check(const pm_pool_t *pool) {
  * owner sets bits, any thread clears them (atomically); `sampled` counts the set bits. */
 
 #define BITMAP_BYTES (PM_SLOT_SIZE / 16 / 8)
-#define BITMAP_SLAB  ((size_t)64 << 10)
+#define BITMAP_SLAB  (64 * PM_KIB)          /* bitmaps are carved from slabs of this size */
 static pthread_mutex_t bitmap_lock = PTHREAD_MUTEX_INITIALIZER;
 static void *bitmap_free_list;
 static uint8_t *bitmap_next, *bitmap_end;

@@ -113,11 +113,7 @@ PM_EXPORT int pm_ctl(const char *name, void *oldp, size_t *oldlenp, const void *
 }
 
 PM_EXPORT int pm_report(int fd, const char *format) {
-    static const struct { const char *name; unsigned fmt; } names[] = {
-        { "text", PM_FMT_TEXT }, { "json", PM_FMT_JSON }, { "pprof", PM_FMT_PPROF }, { "folded", PM_FMT_FOLDED },
-    };
     _pm_lens_start();
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (format && strcmp(format, names[i].name) == 0) return _pm_report_write(fd, names[i].fmt, 0);
-    return EINVAL;
+    unsigned bit = format ? _pm_format_named(format, strlen(format)) : 0;
+    return bit ? _pm_report_write(fd, bit, 0) : EINVAL;
 }

@@ -52,10 +52,10 @@ typedef struct {
 int  _pm_sites_snapshot(pm_sites_t *out);    /* 0 or ENOMEM */
 unsigned _pm_sample_stack_of(const void *block, void **frames, unsigned max); /* 0: not sampled */
 void _pm_sites_free(pm_sites_t *s);
+const char *_pm_sample_check(void);          /* takes the lock: NULL, or the invariant that failed */
 
 /* ---- report.c: the report formats, written to an fd without malloc in the allocator ---------- */
 int  _pm_report_write(int fd, unsigned format, unsigned seq);   /* PM_FMT_* (one); 0 or errno */
-const char *_pm_report_ext(unsigned format);
 void _pm_report_leaks(int fd);
 void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n);   /* "f+0x1 <- g+0x2 <- ..." */
 /* Sections that higher layers add to every text and JSON report (the collector adds its own).

@@ -9,7 +9,8 @@
  * under their locks, then formatted with no allocator lock held, because symbolizing (dladdr,
  * libunwind's ELF reader) may allocate and takes the loader's lock. Output goes through a fixed
  * buffer and write(2), never stdio. Sites are ordered by estimated live bytes; symbols are looked
- * up once per address per report.
+ * up once per address per report, through a cache that is a table of symbol_t keyed by the
+ * address (util/table.c), up to MAX_SYMBOLS addresses.
  */
 #define _GNU_SOURCE
 #include "lens/lens.h"
@@ -28,16 +29,11 @@
 #define TOP_TEXT_SITES   20
 #define TOP_TEXT_FRAMES  12
 #define MAX_REPORT_SITES 2000     /* json and folded: the largest sites, by estimated live bytes */
-
-const char *_pm_report_ext(unsigned format) {
-    switch (format) {
-    case PM_FMT_TEXT: return "txt";
-    case PM_FMT_JSON: return "json";
-    case PM_FMT_PPROF: return "heap";
-    case PM_FMT_FOLDED: return "folded";
-    }
-    return "out";
-}
+#define SYMTAB_SEEN      16       /* objects whose .symtab answer is remembered: a program maps few */
+#define MAX_SECTIONS     4        /* report sections of higher layers (the collector adds one) */
+#define ERROR_FRAMES     4        /* frames named in an error message's one line */
+#define REPORT_BUF       (2 * PM_OUT_BUF)   /* report files are long: written in bigger pieces */
+#define MAX_SYMBOLS      2048     /* distinct addresses per report: 4096 slots, about 1 MiB */
 
 /* ---- symbols, cached per report ---- */
 
@@ -45,9 +41,9 @@ const char *_pm_report_ext(unsigned format) {
  * it is trusted only for objects that keep a full symbol table (.symtab: static functions too). */
 static bool has_symtab(const char *path) {
     if (strchr(path, '/') == NULL) path = "/proc/self/exe";    /* the program, named by argv[0] */
-    static struct { char path[200]; bool yes; } seen[16];
+    static struct { char path[200]; bool yes; } seen[SYMTAB_SEEN];
     static unsigned next;
-    for (unsigned i = 0; i < 16; i++) if (strcmp(seen[i].path, path) == 0) return seen[i].yes;
+    for (unsigned i = 0; i < SYMTAB_SEEN; i++) if (strcmp(seen[i].path, path) == 0) return seen[i].yes;
     bool yes = false;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     ElfW(Ehdr) eh;
@@ -60,7 +56,7 @@ static bool has_symtab(const char *path) {
         }
     }
     if (fd >= 0) close(fd);
-    unsigned slot = next++ % 16;
+    unsigned slot = next++ % SYMTAB_SEEN;
     size_t n = strnlen(path, sizeof seen[slot].path - 1);
     memcpy(seen[slot].path, path, n);
     seen[slot].path[n] = 0;
@@ -68,15 +64,11 @@ static bool has_symtab(const char *path) {
     return yes;
 }
 
-typedef struct { void *ip; char name[120]; char object[136]; } symbol_t;
-typedef struct { symbol_t *t; size_t cap; } symcache_t;
+typedef struct { uintptr_t ip; char name[120]; char object[136]; } symbol_t;   /* ip: the key */
 
-static const symbol_t *symbolize(symcache_t *c, void *ip) {
-    size_t h = (size_t)(((uintptr_t)ip * 0x9e3779b97f4a7c15ull) >> 40) & (c->cap - 1);
-    while (c->t[h].ip && c->t[h].ip != ip) h = (h + 1) & (c->cap - 1);
-    symbol_t *s = &c->t[h];
-    if (s->ip == ip) return s;
-    s->ip = ip;
+/* Name the return address ip into *s. */
+static void symbolize(symbol_t *s, void *ip) {
+    s->ip = (uintptr_t)ip;
     void *at = (char *)ip - 1;                         /* a return address: look inside the call */
     Dl_info info;
     char name[256];
@@ -107,11 +99,11 @@ static const symbol_t *symbolize(symcache_t *c, void *ip) {
                        (unsigned long)((char *)ip - (char *)info.dli_fbase));
         named = true;
     }
+    s->name[o.len] = 0;
     const char *obj = info.dli_fname ? info.dli_fname : "";
     size_t n = strnlen(obj, sizeof s->object - 1);
     memcpy(s->object, obj, n);
     s->object[n] = 0;
-    return s;
 }
 
 /* The function name alone (for folded stacks): up to the '+'. */
@@ -128,7 +120,7 @@ typedef struct {
     pm_sites_t sites;
     uint32_t  *order;      /* indices into sites, by estimated live bytes, then allocated bytes */
     size_t     norder;
-    symcache_t syms;
+    pm_table_t syms;       /* the symbol cache: symbol_t by address */
 } sitesview_t;
 
 static int by_live_desc(const pm_site_t *a, const pm_site_t *b) {
@@ -168,9 +160,8 @@ static int view_open(sitesview_t *v) {
     if (err) return err;
     size_t n = v->sites.nsites;
     v->order = n ? _pm_os_map(n * sizeof *v->order) : NULL;
-    v->syms.cap = 4096;
-    v->syms.t = _pm_os_map(v->syms.cap * sizeof *v->syms.t);
-    if ((n && !v->order) || !v->syms.t) return ENOMEM;
+    v->syms = (pm_table_t)PM_TABLE_INIT(symbol_t);
+    if (n && !v->order) return ENOMEM;
     for (size_t i = 0; i < n; i++) v->order[i] = (uint32_t)i;
     v->norder = n;
     sort_sites(v);
@@ -179,24 +170,25 @@ static int view_open(sitesview_t *v) {
 
 static void view_close(sitesview_t *v) {
     if (v->order) _pm_os_unmap(v->order, v->sites.nsites * sizeof *v->order);
-    if (v->syms.t) _pm_os_unmap(v->syms.t, v->syms.cap * sizeof *v->syms.t);
+    _pm_table_free(&v->syms);
     _pm_sites_free(&v->sites);
 }
 
-/* The symbol cache has room for MAX_REPORT_SITES * PM_MAX_FRAMES / 24 distinct addresses; past
- * that, addresses print raw rather than fill the table. */
-static const symbol_t *frame_symbol(sitesview_t *v, void *ip, symbol_t *scratch, size_t *used) {
-    if (*used * 4 >= v->syms.cap * 3) {
-        memset(scratch, 0, sizeof *scratch);
-        pm_out_t o;
-        _pm_out_init(&o, scratch->name, sizeof scratch->name - 1, -1);
-        _pm_out_printf(&o, "%p", ip);
-        scratch->name[o.len] = 0;
-        return scratch;
+/* The symbol of ip, from the cache or put there. Past MAX_SYMBOLS distinct addresses, or when
+ * the cache cannot grow, an address prints raw (in *scratch) rather than fill memory. */
+static const symbol_t *frame_symbol(sitesview_t *v, void *ip, symbol_t *scratch) {
+    symbol_t *s = _pm_table_find(&v->syms, (uintptr_t)ip);
+    if (s) return s;
+    if (v->syms.count < MAX_SYMBOLS && (s = _pm_table_insert(&v->syms, (uintptr_t)ip)) != NULL) {
+        symbolize(s, ip);
+        return s;
     }
-    const symbol_t *s = symbolize(&v->syms, ip);
-    (*used)++;
-    return s;
+    memset(scratch, 0, sizeof *scratch);
+    pm_out_t o;
+    _pm_out_init(&o, scratch->name, sizeof scratch->name - 1, -1);
+    _pm_out_printf(&o, "%p", ip);
+    scratch->name[o.len] = 0;
+    return scratch;
 }
 
 /* ---- shared pieces ---- */
@@ -238,10 +230,10 @@ static void json_string(pm_out_t *o, const char *s) {
 
 /* ---- sections of higher layers ---- */
 
-static _Atomic(pm_report_section_fn) sections[4];
+static _Atomic(pm_report_section_fn) sections[MAX_SECTIONS];
 
 void _pm_report_add_section(pm_report_section_fn fn) {
-    for (unsigned i = 0; i < 4; i++) {
+    for (unsigned i = 0; i < MAX_SECTIONS; i++) {
         pm_report_section_fn expected = NULL;
         if (atomic_load(&sections[i]) == fn) return;
         if (atomic_compare_exchange_strong(&sections[i], &expected, fn)) return;
@@ -249,7 +241,7 @@ void _pm_report_add_section(pm_report_section_fn fn) {
 }
 
 static void write_sections(pm_out_t *o, unsigned format) {
-    for (unsigned i = 0; i < 4; i++) {
+    for (unsigned i = 0; i < MAX_SECTIONS; i++) {
         pm_report_section_fn fn = atomic_load(&sections[i]);
         if (!fn) continue;
         if (format == PM_FMT_JSON) _pm_out_printf(o, ",\n");
@@ -259,10 +251,11 @@ static void write_sections(pm_out_t *o, unsigned format) {
 
 /* One line naming where a block was allocated, for error messages. */
 void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n) {
-    symbol_t table[16];
-    memset(table, 0, sizeof table);
-    symcache_t cache = { table, 16 };
-    for (unsigned i = 0; i < n && i < 4; i++) _pm_out_printf(o, "%s%s", i ? " <- " : "", symbolize(&cache, frames[i])->name);
+    symbol_t s;
+    for (unsigned i = 0; i < n && i < ERROR_FRAMES; i++) {
+        symbolize(&s, frames[i]);
+        _pm_out_printf(o, "%s%s", i ? " <- " : "", s.name);
+    }
 }
 
 /* ---- text ---- */
@@ -270,7 +263,7 @@ void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n) {
 /* The top `max` sites with their stacks; `leaks_only`: only sites with sampled blocks still live. */
 static void print_sites(pm_out_t *o, sitesview_t *v, size_t max, bool leaks_only) {
     symbol_t scratch;
-    size_t used = 0, shown = 0;
+    size_t shown = 0;
     for (size_t k = 0; k < v->norder && shown < max; k++) {
         const pm_site_t *s = &v->sites.sites[v->order[k]];
         if (leaks_only && s->live_count == 0) continue;
@@ -282,7 +275,7 @@ static void print_sites(pm_out_t *o, sitesview_t *v, size_t max, bool leaks_only
         out_double(o, s->alloc_est_bytes);
         _pm_out_printf(o, " bytes in total\n");
         for (unsigned f = 0; f < s->nframes && f < TOP_TEXT_FRAMES; f++) {
-            const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch, &used);
+            const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch);
             _pm_out_printf(o, "      %18p  %s  %s\n", s->frames[f], sym->name, sym->object);
         }
         if (s->nframes > TOP_TEXT_FRAMES) _pm_out_printf(o, "      ... %u more frames\n", s->nframes - TOP_TEXT_FRAMES);
@@ -292,7 +285,7 @@ static void print_sites(pm_out_t *o, sitesview_t *v, size_t max, bool leaks_only
 static int write_text(int fd, unsigned seq, sitesview_t *v) {
     totals_t t;
     totals(&t);
-    char buf[8192];
+    char buf[REPORT_BUF];
     pm_out_t o;
     _pm_out_init(&o, buf, sizeof buf, fd);
     _pm_out_printf(&o, "=== poolmalloc heap report: pid %d, report %u ===\n", (int)getpid(), seq);
@@ -326,7 +319,7 @@ static int write_text(int fd, unsigned seq, sitesview_t *v) {
 static int write_json(int fd, unsigned seq, sitesview_t *v) {
     totals_t t;
     totals(&t);
-    char buf[8192];
+    char buf[REPORT_BUF];
     pm_out_t o;
     _pm_out_init(&o, buf, sizeof buf, fd);
     _pm_out_printf(&o, "{\"schema\":\"poolmalloc.heap\",\"version\":1,\"pid\":%d,\"seq\":%u,\"time\":%lld,",
@@ -360,7 +353,6 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
     }
     _pm_out_printf(&o, "],\n\"sites\":[");
     symbol_t scratch;
-    size_t used = 0;
     sep = "";
     for (size_t k = 0; k < v->norder && k < MAX_REPORT_SITES; k++) {
         const pm_site_t *s = &v->sites.sites[v->order[k]];
@@ -375,7 +367,7 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
         _pm_out_printf(&o, ",\"sampled_live\":%llu,\"sampled_live_bytes\":%llu,\"frames\":[",
                        (unsigned long long)s->live_count, (unsigned long long)s->live_bytes);
         for (unsigned f = 0; f < s->nframes; f++) {
-            const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch, &used);
+            const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch);
             _pm_out_printf(&o, "%s{\"addr\":\"%p\",\"symbol\":", f ? "," : "", s->frames[f]);
             json_string(&o, sym->name);
             _pm_out_printf(&o, ",\"object\":");
@@ -399,7 +391,7 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
 
 static int write_pprof(int fd, unsigned seq, sitesview_t *v) {
     (void)seq;
-    char buf[8192];
+    char buf[REPORT_BUF];
     pm_out_t o;
     _pm_out_init(&o, buf, sizeof buf, fd);
     unsigned long long ic = 0, ib = 0, ac = 0, ab = 0;
@@ -419,31 +411,22 @@ static int write_pprof(int fd, unsigned seq, sitesview_t *v) {
     }
     _pm_out_printf(&o, "\nMAPPED_LIBRARIES:\n");
     _pm_out_flush(&o);
-    int maps = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (maps < 0) return errno;
-    ssize_t n;
-    while ((n = read(maps, buf, sizeof buf)) > 0) {
-        o.len = (size_t)n;
-        _pm_out_flush(&o);
-    }
-    close(maps);
-    return 0;
+    return _pm_os_copy_file("/proc/self/maps", fd, buf, sizeof buf);
 }
 
 /* ---- folded ---- */
 
 static int write_folded(int fd, unsigned seq, sitesview_t *v) {
     (void)seq;
-    char buf[8192], fn[128];
+    char buf[REPORT_BUF], fn[128];
     pm_out_t o;
     _pm_out_init(&o, buf, sizeof buf, fd);
     symbol_t scratch;
-    size_t used = 0;
     for (size_t k = 0; k < v->norder && k < MAX_REPORT_SITES; k++) {
         const pm_site_t *s = &v->sites.sites[v->order[k]];
         if (!(s->live_est_bytes >= 0.5)) continue;
         for (unsigned f = s->nframes; f-- > 0;) {
-            function_name(frame_symbol(v, s->frames[f], &scratch, &used), fn, sizeof fn);
+            function_name(frame_symbol(v, s->frames[f], &scratch), fn, sizeof fn);
             _pm_out_printf(&o, "%s%s", fn, f ? ";" : " ");
         }
         if (s->nframes == 0) _pm_out_printf(&o, "[unknown] ");
@@ -458,7 +441,7 @@ static int write_folded(int fd, unsigned seq, sitesview_t *v) {
 void _pm_report_leaks(int fd) {
     sitesview_t v;
     if (view_open(&v) == 0) {
-        char buf[4096];
+        char buf[PM_OUT_BUF];
         pm_out_t o;
         _pm_out_init(&o, buf, sizeof buf, fd);
         double bytes = 0;

@@ -63,7 +63,7 @@ static int create_report(unsigned n, unsigned format, char *path, size_t cap) {
     pm_out_t o;
     _pm_out_init(&o, path, cap - 1, -1);
     _pm_out_printf(&o, "%s/%s.%d.%u.%s", _pm_options.dir, _pm_options.prefix, (int)getpid(), n,
-                   _pm_report_ext(format));
+                   _pm_format_ext(format));
     path[o.len] = 0;
     if (o.len >= cap - 1) { errno = ENAMETOOLONG; return -1; }
     return open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -80,7 +80,7 @@ static int dump(char *paths, size_t cap) {
     for (int attempt = 0; attempt < 100; attempt++) {
         unsigned n = atomic_fetch_add(&seq, 1) + 1;
         bool clash = false;
-        for (unsigned f = PM_FMT_TEXT; f <= PM_FMT_FOLDED && !clash; f <<= 1) {
+        for (unsigned f = PM_FMT_TEXT; f <= PM_FMT_ALL && !clash; f <<= 1) {
             if (!(formats & f)) continue;
             char path[512];
             int fd = create_report(n, f, path, sizeof path);

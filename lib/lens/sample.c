@@ -13,9 +13,13 @@
  * loader's lock and may allocate. The sample point's `busy` stops the sampler from recursing into itself.
  *
  * Tables, under one lock (sampled events are rare: one per `rate` bytes):
- *   live   sampled blocks still allocated: address -> site, size, weight. Open addressing with
- *          linear probing and backward-shift deletion.
- *   sites  one per distinct stack: live and total counts and bytes, raw and estimated.
+ *   live        sampled blocks still allocated: address -> site, size, weight (util/table.c).
+ *   sites       one per distinct stack: live and total counts and bytes, raw and estimated; an
+ *               array, indexed by site number.
+ *   site_index  stack key -> site number (util/table.c). The key is _pm_hash chained over the
+ *               frames, so two stacks may share one: the index holds one entry per site, repeated
+ *               keys included, and a lookup compares the frames of each entry with the key.
+ * _pm_sample_check names the first of their invariants that fails.
  * A freed block is found in `live` only if it was sampled: the pool's sample bitmap (pool.c)
  * or the huge registry says so, so frees of ordinary blocks never touch this lock.
  * Memory for the tables comes straight from os.c, never from malloc.
@@ -41,15 +45,20 @@ typedef struct {
     double    weight;        /* 1/p */
 } live_t;
 
-typedef struct { uint64_t hash; uint32_t site; } site_slot_t;
+typedef struct { uintptr_t key; uint32_t site; uint32_t _pad; } site_slot_t;   /* key: stack_key */
 
 static pthread_mutex_t sample_lock = PTHREAD_MUTEX_INITIALIZER;
-static live_t *live;
-static size_t live_cap, live_count;
+static const char *check_locked(void);
+
+/* Every change to the tables ends here: PM_DEBUG=2 checks them as the lock goes. */
+static void sample_unlock(void) {
+    PM_DEBUG_CHECK(2, "the sampler's tables as the lock is released", check_locked());
+    pthread_mutex_unlock(&sample_lock);
+}
+static pm_table_t live = PM_TABLE_INIT(live_t);
 static pm_site_t *sites;
 static size_t nsites, sites_cap;
-static site_slot_t *site_index;            /* open addressing over stack hashes */
-static size_t index_cap;
+static pm_table_t site_index = PM_TABLE_INIT(site_slot_t);
 static size_t dropped;                     /* samples lost for want of memory */
 
 #define MAX_SITES ((size_t)1 << 20)
@@ -149,23 +158,16 @@ static unsigned capture(void **frames, void *ra) {
     return m;
 }
 
-static uint64_t stack_hash(void *const *frames, unsigned n) {
-    uint64_t h = 0xcbf29ce484222325ull ^ n;
-    for (unsigned i = 0; i < n; i++) {
-        h ^= (uint64_t)(uintptr_t)frames[i];
-        h *= 0x100000001b3ull;
-        h ^= h >> 29;
-    }
-    return h ? h : 1;
+/* The index key of a stack: the table's hash chained over the frames (nonzero: 0 is no key). */
+static uintptr_t stack_key(void *const *frames, unsigned n) {
+    uint64_t h = n;
+    for (unsigned i = 0; i < n; i++) h = _pm_hash(h ^ (uint64_t)(uintptr_t)frames[i]);
+    return h ? (uintptr_t)h : 1;
 }
 
 /* ---- tables (caller holds sample_lock) ---- */
 
-static size_t live_slot(uintptr_t addr, size_t cap) {
-    uint64_t h = (uint64_t)addr * 0x9e3779b97f4a7c15ull;
-    return (size_t)(h >> 20) & (cap - 1);
-}
-
+/* The sites array (a plain array, indexed by site number) doubles into a fresh mapping. */
 static bool grow_mapping(void **table, size_t *cap, size_t elem, size_t min_cap) {
     size_t ncap = *cap ? *cap * 2 : min_cap;
     void *t = _pm_os_map(ncap * elem);
@@ -179,78 +181,25 @@ static bool grow_mapping(void **table, size_t *cap, size_t elem, size_t min_cap)
     return true;
 }
 
-static bool live_grow(void) {
-    live_t *old = live;
-    size_t old_cap = live_cap, ncap = live_cap ? live_cap * 2 : 4096;
-    live_t *t = _pm_os_map(ncap * sizeof *t);
-    if (t == NULL) return false;
-    for (size_t i = 0; i < old_cap; i++) {
-        if (!old[i].addr) continue;
-        size_t j = live_slot(old[i].addr, ncap);
-        while (t[j].addr) j = (j + 1) & (ncap - 1);
-        t[j] = old[i];
-    }
-    if (old) _pm_os_unmap(old, old_cap * sizeof *old);
-    live = t;
-    live_cap = ncap;
-    return true;
+static bool same_stack(const pm_site_t *s, void *const *frames, unsigned n) {
+    return s->nframes == n && memcmp(s->frames, frames, n * sizeof *frames) == 0;
 }
 
-static live_t *live_find(uintptr_t addr) {
-    if (live_cap == 0) return NULL;
-    for (size_t i = live_slot(addr, live_cap);; i = (i + 1) & (live_cap - 1)) {
-        if (live[i].addr == addr) return &live[i];
-        if (live[i].addr == 0) return NULL;
-    }
-}
-
-static void live_erase(live_t *e) {
-    size_t i = (size_t)(e - live), j = i;
-    live[i].addr = 0;
-    for (;;) {
-        j = (j + 1) & (live_cap - 1);
-        if (live[j].addr == 0) return;
-        size_t home = live_slot(live[j].addr, live_cap);
-        bool movable = (i <= j) ? (home <= i || home > j) : (home <= i && home > j);
-        if (movable) { live[i] = live[j]; live[j].addr = 0; i = j; }
-    }
-}
-
+/* The site of this stack, made if it is new; -1 when out of memory or sites. Entries with the
+ * same key are other stacks that share it: probe on past them. */
 static long site_of(void *const *frames, unsigned n) {
-    uint64_t h = stack_hash(frames, n);
-    if (index_cap == 0 && !grow_mapping((void **)&site_index, &index_cap, sizeof *site_index, 1024)) return -1;
-    size_t i = (size_t)h & (index_cap - 1);
-    for (; site_index[i].hash; i = (i + 1) & (index_cap - 1)) {
-        if (site_index[i].hash != h) continue;
-        pm_site_t *s = &sites[site_index[i].site];
-        if (s->nframes == n && memcmp(s->frames, frames, n * sizeof *frames) == 0) return site_index[i].site;
-    }
+    uintptr_t key = stack_key(frames, n);
+    for (const site_slot_t *e = _pm_table_find(&site_index, key); e; e = _pm_table_find_next(&site_index, e))
+        if (same_stack(&sites[e->site], frames, n)) return e->site;
     if (nsites >= MAX_SITES) return -1;
     if (nsites == sites_cap && !grow_mapping((void **)&sites, &sites_cap, sizeof *sites, 256)) return -1;
-    if ((nsites + 1) * 2 > index_cap) {                  /* rebuild the index twice as large */
-        site_slot_t *old = site_index;
-        size_t old_cap = index_cap;
-        site_index = NULL; index_cap = 0;
-        if (!grow_mapping((void **)&site_index, &index_cap, sizeof *site_index, old_cap * 2)) {
-            site_index = old; index_cap = old_cap;
-            return -1;
-        }
-        for (size_t k = 0; k < old_cap; k++) {
-            if (!old[k].hash) continue;
-            size_t j = (size_t)old[k].hash & (index_cap - 1);
-            while (site_index[j].hash) j = (j + 1) & (index_cap - 1);
-            site_index[j] = old[k];
-        }
-        _pm_os_unmap(old, old_cap * sizeof *old);
-        i = (size_t)h & (index_cap - 1);
-        while (site_index[i].hash) i = (i + 1) & (index_cap - 1);
-    }
+    site_slot_t *e = _pm_table_insert(&site_index, key);
+    if (e == NULL) return -1;
+    e->site = (uint32_t)nsites;
     pm_site_t *s = &sites[nsites];
     memset(s, 0, sizeof *s);
     s->nframes = n;
     memcpy(s->frames, frames, n * sizeof *frames);
-    site_index[i].hash = h;
-    site_index[i].site = (uint32_t)nsites;
     return (long)nsites++;
 }
 
@@ -265,11 +214,11 @@ static void record(pm_sample_point_t *sp, void *p, size_t size, void *ra) {
     bool ok = false;
     pthread_mutex_lock(&sample_lock);
     long site = site_of(frames, n);
-    if (site >= 0 && ((live_count + 1) * 2 <= live_cap || live_grow())) {
-        size_t i = live_slot((uintptr_t)p, live_cap);
-        while (live[i].addr) i = (i + 1) & (live_cap - 1);
-        live[i] = (live_t){ (uintptr_t)p, (uint32_t)site, 0, size, weight };
-        live_count++;
+    live_t *e = site >= 0 ? _pm_table_insert(&live, (uintptr_t)p) : NULL;
+    if (e) {
+        e->site = (uint32_t)site;
+        e->size = size;
+        e->weight = weight;
         pm_site_t *s = &sites[site];
         s->live_count++; s->live_bytes += size;
         s->live_est_count += weight; s->live_est_bytes += weight * (double)size;
@@ -279,7 +228,7 @@ static void record(pm_sample_point_t *sp, void *p, size_t size, void *ra) {
     } else {
         dropped++;
     }
-    pthread_mutex_unlock(&sample_lock);
+    sample_unlock();
     if (ok) {
         if (_pm_is_arena_ptr(p)) {
             if (!_pm_pool_sample_mark(_pm_pool_of(p), p)) forget(p);
@@ -293,28 +242,27 @@ static void record(pm_sample_point_t *sp, void *p, size_t size, void *ra) {
 
 static void forget(void *p) {
     pthread_mutex_lock(&sample_lock);
-    live_t *e = live_find((uintptr_t)p);
+    live_t *e = _pm_table_find(&live, (uintptr_t)p);
     if (e) {
         pm_site_t *s = &sites[e->site];
         s->live_count--; s->live_bytes -= e->size;
         s->live_est_count -= e->weight; s->live_est_bytes -= e->weight * (double)e->size;
         if (s->live_count == 0) { s->live_est_count = 0; s->live_est_bytes = 0; }   /* no float drift */
-        live_erase(e);
-        live_count--;
+        _pm_table_erase(&live, e);
     }
-    pthread_mutex_unlock(&sample_lock);
+    sample_unlock();
 }
 
 /* The stack that allocated `block`, if it is a live sampled block: how many frames were copied. */
 unsigned _pm_sample_stack_of(const void *block, void **frames, unsigned max) {
     unsigned n = 0;
     pthread_mutex_lock(&sample_lock);
-    live_t *e = live_find((uintptr_t)block);
+    const live_t *e = _pm_table_find(&live, (uintptr_t)block);
     if (e) {
         const pm_site_t *s = &sites[e->site];
         for (n = 0; n < s->nframes && n < max; n++) frames[n] = s->frames[n];
     }
-    pthread_mutex_unlock(&sample_lock);
+    sample_unlock();
     return n;
 }
 
@@ -325,7 +273,7 @@ int _pm_sites_snapshot(pm_sites_t *out) {
     size_t n = nsites;
     pm_site_t *copy = n ? _pm_os_map(n * sizeof *copy) : NULL;
     if (copy) memcpy(copy, sites, n * sizeof *copy);
-    pthread_mutex_unlock(&sample_lock);
+    sample_unlock();
     if (n && copy == NULL) return ENOMEM;
     out->sites = copy;
     out->nsites = out->cap = n;
@@ -336,6 +284,61 @@ void _pm_sites_free(pm_sites_t *s) {
     if (s->sites) _pm_os_unmap(s->sites, s->cap * sizeof *s->sites);
     s->sites = NULL;
     s->nsites = s->cap = 0;
+}
+
+/* ---- the invariants (_pm_sample_check; caller holds sample_lock) ---- */
+
+/* One index entry per site, each under its own stack's key. */
+static const char *check_index(void) {
+    const char *why = _pm_table_check(&site_index);
+    if (why) return why;
+    if (site_index.count != nsites) return "sample: the site index does not have one entry per site";
+    if (nsites > sites_cap || nsites > MAX_SITES) return "sample: more sites than the site table holds";
+    size_t pos = 0;
+    for (const site_slot_t *e; (e = _pm_table_next(&site_index, &pos)) != NULL;) {
+        if (e->site >= nsites) return "sample: a site index entry names no site";
+        const pm_site_t *st = &sites[e->site];
+        if (st->nframes > PM_MAX_FRAMES || e->key != stack_key(st->frames, st->nframes))
+            return "sample: a site is indexed under another stack's key";
+    }
+    return NULL;
+}
+
+typedef struct { uint64_t count, bytes; } tally_t;
+
+/* The live table, counted per site, against the sites' live counts and bytes. The tally has a
+ * mapping of its own; without one, only the totals are compared. */
+static const char *check_live(void) {
+    const char *why = _pm_table_check(&live);
+    if (why) return why;
+    size_t bytes = nsites * sizeof(tally_t), pos = 0;
+    tally_t *tally = nsites ? _pm_os_map(bytes) : NULL;
+    uint64_t total = 0;
+    for (const live_t *e; (e = _pm_table_next(&live, &pos)) != NULL;) {
+        if (e->site >= nsites) { why = "sample: a live block names no site"; break; }
+        if (tally) { tally[e->site].count++; tally[e->site].bytes += e->size; }
+    }
+    for (size_t i = 0; i < nsites && why == NULL; i++) {
+        total += sites[i].live_count;
+        if (sites[i].live_count > sites[i].alloc_count) why = "sample: a site has more live blocks than it allocated";
+        else if (tally && (tally[i].count != sites[i].live_count || tally[i].bytes != sites[i].live_bytes))
+            why = "sample: a site's live count or bytes differ from its blocks in the live table";
+    }
+    if (why == NULL && total != live.count) why = "sample: the sites' live counts do not add up to the live table";
+    if (tally) _pm_os_unmap(tally, bytes);
+    return why;
+}
+
+static const char *check_locked(void) {
+    const char *why = check_index();
+    return why ? why : check_live();
+}
+
+const char *_pm_sample_check(void) {
+    pthread_mutex_lock(&sample_lock);
+    const char *why = check_locked();
+    pthread_mutex_unlock(&sample_lock);
+    return why;
 }
 
 void _pm_sample_fork_prepare(void) { pthread_mutex_lock(&sample_lock); }

@@ -90,7 +90,7 @@ void _pm_stats_fork_child(void) { pthread_mutex_init(&print_lock, NULL); }
 
 void _pm_stats_print(int fd) {
     static pm_stats_snapshot_t s;        /* 2 KiB: kept off small thread stacks */
-    char buf[4096];
+    char buf[PM_OUT_BUF];
     pm_out_t o;
     pthread_mutex_lock(&print_lock);
     _pm_stats_snapshot(&s);

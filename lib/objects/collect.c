@@ -247,7 +247,10 @@ static collect_result_t collect(pm_gc *gc, int generation) {
     _pm_list_init(&unreachable);
     _pm_list_init(&final_unreachable);
     unreachable_info_t info;
+    PM_DEBUG_CHECK(1, "collect: the young list before update_refs", _pm_gc_check_ring(young, false));
     size_t n_young = deduce_unreachable(young, &unreachable, &info);            /* steps 1-3 */
+    PM_DEBUG_CHECK(1, "collect: the reachable after move_unreachable", _pm_gc_check_ring(young, false));
+    PM_DEBUG_CHECK(1, "collect: the unreachable after move_unreachable", _pm_gc_check_ring(&unreachable, true));
 
     size_t survivors = n_young - info.count;                                    /* step 4 */
     if (young != old) {
@@ -263,7 +266,12 @@ static collect_result_t collect(pm_gc *gc, int generation) {
     if (info.finalizers) user_calls += finalize_garbage(&unreachable);          /* step 6 */
     size_t found = handle_resurrected(&unreachable, &final_unreachable, old,   /* step 7 */
                                       user_calls, info.count);
+    PM_DEBUG_CHECK(1, "collect: the garbage after handle_resurrected", _pm_gc_check_ring(&final_unreachable, true));
+    PM_DEBUG_CHECK(1, "collect: the older generation after handle_resurrected", _pm_gc_check_ring(old, false));
     size_t uncollectable = delete_garbage(gc, &final_unreachable, old);        /* step 8 */
+    PM_DEBUG_CHECK(1, "collect: the older generation after delete_garbage", _pm_gc_check_ring(old, false));
+    PM_DEBUG_CHECK(2, "collect: every list after the collection",
+                   _pm_gc_check(gc) == SIZE_MAX ? "gc: an invariant of _pm_gc_check failed (the warning above names it)" : NULL);
 
     return (collect_result_t){ found - uncollectable, uncollectable };
 }
@@ -290,9 +298,9 @@ static size_t collect_with_callbacks(pm_gc *gc, int generation) {
     if (!enter_collection(gc)) return 0;
     collect_result_t none = { 0, 0 };
     if (gc->ncallbacks) invoke_callbacks(gc, PM_GC_START, generation, none, 0);
-    uint64_t t0 = _pm_gc_now_ns();
+    uint64_t t0 = _pm_os_now_ns();
     collect_result_t r = collect(gc, generation);
-    uint64_t ns = _pm_gc_now_ns() - t0;
+    uint64_t ns = _pm_os_now_ns() - t0;
     pm_gen_stats_t *st = &gc->stats[generation];
     st->collections++;
     st->collected += r.collected;

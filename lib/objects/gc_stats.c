@@ -7,20 +7,12 @@
  * its bucket's upper bound is high by less than 12.5%. 304 buckets reach 2^40 ns (18 minutes);
  * longer pauses count in the last. Fixed size: memory does not grow with the number of pauses.
  *
- * Reports are formatted with fmt.c into a stack buffer and written with write(2): no stdio, no
+ * Reports are formatted with util/fmt.c into a stack buffer and written with write(2): no stdio, no
  * allocation, so they may run at exit or from a signal-driven reporter. */
 #define _GNU_SOURCE
 #include "objects/objects.h"
 
-#include <time.h>
 #include <unistd.h>
-
-/* clock_gettime is served by the vDSO; it is not a memory call, so it stays out of os.c. */
-uint64_t _pm_gc_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static unsigned pause_bucket(uint64_t ns) {
     if (ns < 8) return (unsigned)ns;
@@ -90,7 +82,7 @@ static void report_types(pm_out_t *o, pm_gc *gc, bool live_only) {
 }
 
 PM_EXPORT void pm_gc_report(pm_gc *gc, int fd) {
-    char buf[4096];
+    char buf[PM_OUT_BUF];
     pm_out_t o;
     _pm_out_init(&o, buf, sizeof buf, fd);
     report_types(&o, gc, false);

@@ -223,6 +223,20 @@ int _pm_gc_generation_of(pm_gc *gc, const void *obj) {
     return -1;
 }
 
+/* A list between the steps of collect() (PM_DEBUG; CPython's validate_list): a ring whose links
+ * agree both ways, with no unreachable mark left on them, whose objects all have the COLLECTING
+ * flag exactly when `collecting`. */
+const char *_pm_gc_check_ring(const pm_head_t *list, bool collecting) {
+    const pm_head_t *prev = list;
+    for (const pm_head_t *h = (const pm_head_t *)list->next; h != list; prev = h, h = (const pm_head_t *)h->next) {
+        if (h->next & PM_NEXT_UNREACHABLE) return "gc: an unreachable mark is left on a list link";
+        if (_pm_prev(h) != prev) return "gc: broken list: next->prev is not the object";
+        if (((h->prev & PM_PREV_COLLECTING) != 0) != collecting)
+            return collecting ? "gc: an object of the collected set lacks COLLECTING" : "gc: an object outside the collected set carries COLLECTING";
+    }
+    return _pm_prev(list) == prev ? NULL : "gc: broken list: head->prev is not the last object";
+}
+
 static bool fail(const char *what, const void *obj) {
     _pm_warn("gc check: %s (object %p)", what, obj);
     return false;

@@ -21,6 +21,10 @@
  * recursively. Past PM_TRASHCAN_DEPTH nested deallocations the object is untracked and pushed on
  * the collector's trash list instead, and the outermost deallocation empties that list in a loop.
  * Freeing a chain of any length thus uses bounded stack.
+ *
+ * Type records: one per (collector, pm_type), made at the type's first pm_new in the collector.
+ * pm_new finds it through a one-entry cache (the last type), then the collector's table of them
+ * keyed by the pm_type pointer (util/table.c, in os.c memory).
  */
 #define _GNU_SOURCE
 #include "objects/objects.h"
@@ -57,31 +61,16 @@ void _pm_object_check_live(const char *func, const void *obj) {
 
 /* ---- Type records ---------------------------------------------------------------------------- */
 
-static size_t type_slot(const pm_type *type, size_t cap) {
-    return (size_t)(((uintptr_t)type >> 4) * 0x9e3779b97f4a7c15ull) & (cap - 1);
+/* The collector's table of its type records, keyed by the pm_type pointer. pm_gc_new zeroes the
+ * collector, so the table learns its entry size at the first lookup. */
+typedef struct { uintptr_t type; pm_type_rec_t *rec; } type_entry_t;
+
+static pm_table_t *types_of(pm_gc *gc) {
+    if (gc->types.esize == 0) gc->types.esize = sizeof(type_entry_t);
+    return &gc->types;
 }
 
-static bool types_grow(pm_gc *gc) {
-    size_t cap = gc->types_cap ? gc->types_cap * 2 : 16;
-    pm_type_rec_t **t = _pm_calloc(cap, sizeof *t);
-    if (t == NULL) return false;
-    for (pm_type_rec_t *r = gc->types_all; r; r = r->all_next) {
-        size_t i = type_slot(r->type, cap);
-        while (t[i]) i = (i + 1) & (cap - 1);
-        t[i] = r;
-    }
-    _pm_free(gc->types);
-    gc->types = t;
-    gc->types_cap = cap;
-    return true;
-}
-
-pm_type_rec_t *_pm_type_rec_slow(pm_gc *gc, const pm_type *type) {
-    if (gc->types_cap) {
-        for (size_t i = type_slot(type, gc->types_cap); gc->types[i]; i = (i + 1) & (gc->types_cap - 1))
-            if (gc->types[i]->type == type) return gc->last_type = type, gc->last_rec = gc->types[i];
-    }
-    if ((gc->ntypes + 1) * 2 > gc->types_cap && !types_grow(gc)) return NULL;
+static pm_type_rec_t *type_rec_new(pm_gc *gc, const pm_type *type) {
     pm_type_rec_t *r = _pm_calloc(1, sizeof *r);
     if (r == NULL) return NULL;
     r->traverse = type->traverse;
@@ -90,13 +79,21 @@ pm_type_rec_t *_pm_type_rec_slow(pm_gc *gc, const pm_type *type) {
     r->dealloc = type->dealloc;
     r->gc = gc;
     r->type = type;
+    return r;
+}
+
+pm_type_rec_t *_pm_type_rec_slow(pm_gc *gc, const pm_type *type) {
+    pm_table_t *t = types_of(gc);
+    type_entry_t *e = _pm_table_find(t, (uintptr_t)type);
+    if (e) return gc->last_type = type, gc->last_rec = e->rec;
+    if (_pm_table_reserve(t, 1) != 0) return NULL;      /* before the record, so nothing to undo */
+    pm_type_rec_t *r = type_rec_new(gc, type);
+    if (r == NULL) return NULL;
     pm_type_rec_t **tail = &gc->types_all;        /* creation order, for reports */
     while (*tail) tail = &(*tail)->all_next;
     __atomic_store_n(tail, r, __ATOMIC_RELEASE);  /* heap reports read the list from other threads */
-    size_t i = type_slot(type, gc->types_cap);
-    while (gc->types[i]) i = (i + 1) & (gc->types_cap - 1);
-    gc->types[i] = r;
-    gc->ntypes++;
+    e = _pm_table_insert(t, (uintptr_t)type);     /* reserved: cannot fail */
+    e->rec = r;
     gc->last_type = type;
     gc->last_rec = r;
     return r;
@@ -104,10 +101,8 @@ pm_type_rec_t *_pm_type_rec_slow(pm_gc *gc, const pm_type *type) {
 
 void _pm_type_recs_free(pm_gc *gc) {
     for (pm_type_rec_t *r = gc->types_all, *next; r; r = next) { next = r->all_next; _pm_free(r); }
-    _pm_free(gc->types);
+    _pm_table_free(&gc->types);
     gc->types_all = NULL;
-    gc->types = NULL;
-    gc->types_cap = gc->ntypes = 0;
 }
 
 /* ---- Allocation ------------------------------------------------------------------------------ */

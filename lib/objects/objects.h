@@ -110,11 +110,11 @@ struct pm_gc {
     bool         enabled, collecting, destroyed;
     pthread_t    collector_thread;    /* valid while collecting: who collects */
     unsigned     debug;
-    /* type records: open addressing keyed by the pm_type pointer, plus a one-entry cache */
+    /* type records: a table (util/table.c) keyed by the pm_type pointer (object.c), plus a
+     * one-entry cache */
     const pm_type  *last_type;
     pm_type_rec_t  *last_rec;
-    pm_type_rec_t **types;
-    size_t          types_cap, ntypes;
+    pm_table_t      types;
     pm_type_rec_t  *types_all;
     /* trashcan */
     unsigned     dealloc_depth;
@@ -176,7 +176,6 @@ void  _pm_gc_collect_on_allocation(pm_gc *gc); /* gen 0 count passed its trigger
 void  _pm_gc_update_trigger(pm_gc *gc);
 
 /* ---- gc_stats.c ------------------------------------------------------------------------------- */
-uint64_t _pm_gc_now_ns(void);
 void  _pm_gc_record_pause(pm_gc *gc, int generation, uint64_t ns);
 void  _pm_gc_exit_unregister(pm_gc *gc);
 void  _pm_gc_registry_add(pm_gc *gc);       /* heap reports (report.c) show every collector */
@@ -185,6 +184,7 @@ void  _pm_gc_registry_remove(pm_gc *gc);
 /* ---- gc_inspect.c: test-only introspection (Lua's ltests.c habit) ----------------------------- */
 enum { PM_GEN_PERMANENT = 3, PM_GEN_GARBAGE = 4 };
 int    _pm_gc_generation_of(pm_gc *gc, const void *obj); /* 0..2, PERMANENT, GARBAGE, -1: untracked */
+const char *_pm_gc_check_ring(const pm_head_t *list, bool collecting); /* NULL, or what is wrong */
 size_t _pm_gc_check(pm_gc *gc);                          /* checks the invariants; returns tracked count */
 size_t _pm_list_size(const pm_head_t *list);
 

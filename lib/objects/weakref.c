@@ -25,7 +25,7 @@ struct pm_weakref {
 };
 
 static size_t bucket_of(const pm_gc *gc, const void *obj) {
-    return (size_t)((((uintptr_t)obj >> 4) * 0x9e3779b97f4a7c15ull) >> 32) & (gc->weakref_buckets - 1);
+    return (size_t)_pm_hash((uintptr_t)obj) & (gc->weakref_buckets - 1);   /* util/table.c's hash */
 }
 
 static bool table_grow(pm_gc *gc) {

@@ -200,12 +200,30 @@ int _pm_os_private_fd_get(const pm_private_fd_t *p) {
     return p->fd >= 0 && p->id != 0 && fd_identity(p->fd) == p->id ? p->fd : -1;
 }
 
+int _pm_os_copy_file(const char *path, int fd, char *buf, size_t cap) {
+    int in = open(path, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return errno;
+    int err = 0;
+    ssize_t n;
+    while (err == 0 && (n = read(in, buf, cap)) != 0) {
+        if (n < 0) { if (errno != EINTR) err = errno; continue; }
+        for (ssize_t done = 0; done < n && err == 0;) {
+            ssize_t w = write(fd, buf + done, (size_t)(n - done));
+            if (w > 0) done += w;
+            else if (w == 0) err = EIO;
+            else if (errno != EINTR) err = errno;
+        }
+    }
+    close(in);
+    return err;
+}
+
 /* The first number after `key` in a /proc/self file (after the start when key is ""); -1 if the
  * file or the number is not there. */
 static long proc_number(const char *path, const char *key, unsigned skip_fields) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
-    char buf[4096];
+    char buf[PM_PAGE_MIN];                   /* statm and status are well under a page */
     ssize_t n = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (n <= 0) return -1;

@@ -26,6 +26,15 @@
 #define PM_INLINE      static inline __attribute__((always_inline))
 #define PM_EXPORT      __attribute__((visibility("default")))
 #define PM_CACHELINE   64
+#define PM_KIB         ((size_t)1 << 10)
+#define PM_MIB         ((size_t)1 << 20)
+/* Carving and buffers are sized in units of the smallest page of x86-64 and arm64 Linux. Nothing
+ * depends on it being the real page size (_pm_os_page_size() is, where mappings need it): it only
+ * sets how much work one step does. */
+#define PM_PAGE_MIN    ((size_t)4096)
+/* Stack buffers that format text for write(2): flushed when full, so any size is correct; a page
+ * keeps the calls few. */
+#define PM_OUT_BUF     PM_PAGE_MIN
 
 /* ---- os.c: the only file that asks the kernel for memory ---------------------------------- */
 void  *_pm_os_map(size_t size);                    /* NULL on failure, errno set */
@@ -37,6 +46,7 @@ size_t _pm_os_page_size(void);
 size_t _pm_os_mapped(size_t *peak);               /* bytes mapped through this file now, and the peak */
 uint64_t _pm_os_random(void);
 void   _pm_os_fail_next_maps(int n);               /* test hook: fail the next n mappings */
+int    _pm_os_copy_file(const char *path, int fd, char *buf, size_t cap); /* path's bytes to fd: 0 or errno */
 long   _pm_os_resident_bytes(void);                /* from /proc/self/statm; -1 if unknown */
 long   _pm_os_peak_resident_bytes(void);           /* VmHWM from /proc/self/status; -1 if unknown */
 typedef struct { int fd; uint64_t id; } pm_private_fd_t;  /* an fd and which file it is */

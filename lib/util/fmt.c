@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+const int _pm_debug_level = PM_DEBUG;
+
 void _pm_out_init(pm_out_t *o, char *buf, size_t cap, int fd) {
     o->buf = buf; o->cap = cap; o->len = 0; o->fd = fd;
 }

@@ -104,15 +104,28 @@ int _pm_signal_number(const char *s, size_t n) {
     return -1;
 }
 
+const pm_format_t _pm_formats[PM_NFORMATS] = {
+    { "text", "txt", PM_FMT_TEXT }, { "json", "json", PM_FMT_JSON },
+    { "pprof", "heap", PM_FMT_PPROF }, { "folded", "folded", PM_FMT_FOLDED },
+};
+_Static_assert(PM_FMT_ALL == (1u << PM_NFORMATS) - 1, "one bit per format");
+
+unsigned _pm_format_named(const char *s, size_t n) {
+    for (unsigned i = 0; i < PM_NFORMATS; i++) if (eq(s, n, _pm_formats[i].name)) return _pm_formats[i].bit;
+    return 0;
+}
+
+const char *_pm_format_ext(unsigned bit) {
+    for (unsigned i = 0; i < PM_NFORMATS; i++) if (_pm_formats[i].bit == bit) return _pm_formats[i].ext;
+    return "out";
+}
+
 static bool parse_formats(const char *s, size_t n, unsigned *out) {
-    static const char *const names[] = { "text", "json", "pprof", "folded" };
     unsigned mask = 0;
     while (n > 0) {
         const char *plus = memchr(s, '+', n);
         size_t len = plus ? (size_t)(plus - s) : n;
-        unsigned bit = 0;
-        for (unsigned i = 0; i < 4; i++) if (eq(s, len, names[i])) bit = 1u << i;
-        if (eq(s, len, "all")) bit = PM_FMT_ALL;
+        unsigned bit = eq(s, len, "all") ? PM_FMT_ALL : _pm_format_named(s, len);
         if (bit == 0) return false;
         mask |= bit;
         if (!plus) break;
@@ -246,10 +259,9 @@ int _pm_options_get(const pm_options_t *o, const char *name, char *buf, size_t c
     case OPT_SIGNAL:  _pm_out_printf(&out, "%d", *(const int *)field); break;
     case OPT_STRING:  _pm_out_printf(&out, "%s", (const char *)field); break;
     case OPT_FORMATS: {
-        static const char *const names[] = { "text", "json", "pprof", "folded" };
         const char *sep = "";
-        for (unsigned i = 0; i < 4; i++)
-            if (*(const unsigned *)field & (1u << i)) { _pm_out_printf(&out, "%s%s", sep, names[i]); sep = "+"; }
+        for (unsigned i = 0; i < PM_NFORMATS; i++)
+            if (*(const unsigned *)field & _pm_formats[i].bit) { _pm_out_printf(&out, "%s%s", sep, _pm_formats[i].name); sep = "+"; }
         break;
     }
     }

@@ -1,5 +1,5 @@
 /* helpers.h: shared by the unit tests. They link libpoolmalloc.a, so malloc here is ours, and
- * they may look inside through lib/internal.h (the way Lua's ltests.c exposes internals). */
+ * they may look inside through every layer's header, by lib/init.h (the way Lua's ltests.c exposes internals). */
 #ifndef PM_TEST_HELPERS_H
 #define PM_TEST_HELPERS_H
 #define _GNU_SOURCE
@@ -14,6 +14,12 @@
 
 #include "init.h"
 #include "poolmalloc.h"
+
+/* A checker returns NULL, or the invariant that failed: say which. */
+#define assert_sound(check) do {                                                           \
+        const char *why_ = (check);                                                        \
+        cr_assert(why_ == NULL, "%s: %s", #check, why_ ? why_ : "");                       \
+    } while (0)
 
 void *__libc_memalign(size_t align, size_t size);   /* glibc exports it; no header declares it */
 

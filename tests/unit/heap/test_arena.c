@@ -3,10 +3,10 @@
 /* Every pool this thread owns satisfies the pool invariant (pool.c). */
 static void check_my_pools(void) {
     pm_heap_t *heap = _pm_heap_tls;
-    cr_assert(_pm_heap_check(heap), "the heap's lists broke an invariant");
+    assert_sound(_pm_heap_check(heap));
     for (unsigned c = 0; c < PM_NCLASSES; c++) {
         for (pm_pool_t *p = PM_HEAP_POOLS(heap, c); p && p != &_pm_pool_empty; p = p->next) {
-            cr_assert(_pm_pool_check(p), "pool of class %u broke its invariant", c);
+            assert_sound(_pm_pool_check(p));
             cr_assert_eq(p->heap, heap);
             cr_assert_eq(p->size_class, c);
         }
@@ -23,11 +23,11 @@ Test(arena, pool_invariants_hold_through_churn) {
             else if (!blocks[i]) blocks[i] = malloc(test_rand(&seed) % 4000);
         }
         check_my_pools();
-        cr_assert(_pm_arena_check(), "arena invariants after round %d", round);
+        assert_sound(_pm_arena_check());
     }
     for (int i = 0; i < N; i++) free(blocks[i]);
     check_my_pools();
-    cr_assert(_pm_arena_check(), "arena invariants after freeing everything");
+    assert_sound(_pm_arena_check());
 }
 
 Test(arena, blocks_find_their_pool_and_arena) {
@@ -235,8 +235,8 @@ Test(arena, an_emptied_big_pool_is_kept_as_the_spare_of_its_class) {
     cr_assert_gt(pool->slots, PM_HOLD_MAX_SLOTS);
     free(p);
     cr_assert_eq(heap->spare[c], pool, "the empty pool is the class's spare");
-    cr_assert(_pm_heap_check(heap));
-    cr_assert(_pm_arena_check());
+    assert_sound(_pm_heap_check(heap));
+    assert_sound(_pm_arena_check());
     void *q = malloc(300000);
     cr_assert_eq(q, p, "the spare served the next allocation");
     cr_assert_null(heap->spare[c]);
@@ -244,7 +244,7 @@ Test(arena, an_emptied_big_pool_is_kept_as_the_spare_of_its_class) {
     cr_assert_eq(heap->spare[c], pool);
     malloc_trim(0);
     cr_assert_null(heap->spare[c], "malloc_trim gave the spare back");
-    cr_assert(_pm_arena_check());
+    assert_sound(_pm_arena_check());
 }
 
 /* All spares together stay under 8 MiB, whatever is freed. */
@@ -259,7 +259,7 @@ Test(arena, spares_are_bounded) {
         if (heap->spare[c]) bytes += (size_t)heap->spare[c]->slots * PM_SLOT_SIZE;
     cr_assert_gt(bytes, 0);
     cr_assert_leq(bytes, (size_t)8 << 20, "%zu bytes of spares", bytes);
-    cr_assert(_pm_heap_check(heap));
+    assert_sound(_pm_heap_check(heap));
     malloc_trim(0);
 }
 
@@ -275,7 +275,7 @@ Test(arena, a_one_block_pool_never_joins_the_list) {
     cr_assert(pool->flags & PM_POOL_FULL, "full as soon as its block is out");
     cr_assert_eq(PM_HEAP_POOLS(heap, c), &_pm_pool_empty, "and not on the list");
     cr_assert_eq(_pm_pool_used(pool), 1);
-    cr_assert(_pm_heap_check(heap));
+    assert_sound(_pm_heap_check(heap));
     void *q = malloc(500000);                         /* a second pool of the class */
     cr_assert_neq(pool_of(q), pool);
     free(p);
@@ -284,8 +284,8 @@ Test(arena, a_one_block_pool_never_joins_the_list) {
     cr_assert_eq(atomic_load(&pool->remote), 0);
     free(q);                                          /* the spare is taken: to the arena */
     cr_assert_eq(malloc(500000), p, "the spare serves the class again");
-    cr_assert(_pm_heap_check(heap));
-    cr_assert(_pm_arena_check());
+    assert_sound(_pm_heap_check(heap));
+    assert_sound(_pm_arena_check());
     free(p);
     malloc_trim(0);
 }
@@ -358,4 +358,72 @@ Test(arena, a_cached_run_decays_while_a_piece_of_it_is_reused) {
     pm_huge_counts_t h;
     _pm_huge_counts(&h);
     cr_assert_leq(h.cached, (size_t)2 << 20, "%zu bytes still cached", h.cached);
+}
+
+/* Two threads take, resize and free huge blocks (cached runs, aligned ones, mremap growth,
+ * shrinks), then hold hundreds at once so the registry grows, and a forked child uses it: the
+ * registry and the cache keep their invariants (_pm_huge_check) after each phase. */
+static void *huge_churn(void *arg) {
+    uint64_t seed = (uintptr_t)arg;
+    char *live[48] = { 0 };
+    for (int i = 0; i < 1500; i++) {
+        unsigned k = (unsigned)(test_rand(&seed) % 48);
+        size_t size = (1u << 20) + 1 + test_rand(&seed) % (6u << 20);
+        if (live[k] == NULL && test_rand(&seed) % 4 == 0) {
+            void *p = NULL;
+            if (posix_memalign(&p, (size_t)64 << 10, size) != 0) return (void *)1;
+            live[k] = p;
+        } else if (live[k] == NULL) {
+            live[k] = malloc(size);
+        } else if (test_rand(&seed) % 2) {
+            char *q = realloc(live[k], size);
+            if (q == NULL) return (void *)1;
+            live[k] = q;
+        } else {
+            free(live[k]);
+            live[k] = NULL;
+        }
+        if (live[k]) live[k][0] = (char)i;
+    }
+    for (int k = 0; k < 48; k++) free(live[k]);
+    return NULL;
+}
+
+Test(arena, the_huge_registry_and_cache_stay_sound_through_busy_use) {
+    assert_sound(_pm_huge_check());
+    pthread_t t[2];
+    for (uintptr_t i = 0; i < 2; i++) pthread_create(&t[i], NULL, huge_churn, (void *)(0x5eed + i));
+    for (int i = 0; i < 2; i++) {
+        void *ret;
+        pthread_join(t[i], &ret);
+        cr_assert_null(ret, "an allocation failed");
+    }
+    assert_sound(_pm_huge_check());
+    enum { N = 600 };
+    static char *held[N];
+    pm_huge_counts_t h0, h;
+    _pm_huge_counts(&h0);
+    for (int i = 0; i < N; i++) held[i] = malloc((1u << 20) + 4096 * (size_t)(i % 7 + 1));
+    _pm_huge_counts(&h);
+    cr_assert_eq(h.count, h0.count + N);
+    assert_sound(_pm_huge_check());
+    pid_t pid = fork();                                  /* the fork handlers leave it usable */
+    if (pid == 0) {
+        free(held[0]);
+        char *p = malloc(5u << 20);
+        held[0] = p ? realloc(p, 9u << 20) : NULL;
+        _exit(held[0] != NULL && _pm_huge_check() == NULL ? 0 : 1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a forked child's registry stays sound");
+    for (int i = 0; i < N; i += 2) free(held[i]);
+    for (int i = 1; i < N; i += 4) held[i] = realloc(held[i], (3u << 20) + 1);
+    assert_sound(_pm_huge_check());
+    for (int i = 1; i < N; i += 2) free(held[i]);
+    _pm_huge_counts(&h);
+    cr_assert_eq(h.count, h0.count);
+    assert_sound(_pm_huge_check());
+    pm_trim();
+    assert_sound(_pm_huge_check());
 }

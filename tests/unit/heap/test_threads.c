@@ -58,8 +58,8 @@ Test(threads, blocks_freed_by_another_thread_are_reused) {
         if (round == 0) mapped_after_first = s.mapped;
         else cr_assert_leq(s.mapped, mapped_after_first, "round %d mapped more: %zu > %zu", round, s.mapped, mapped_after_first);
     }
-    cr_assert(_pm_heap_check(_pm_heap_tls));
-    cr_assert(_pm_arena_check());
+    assert_sound(_pm_heap_check(_pm_heap_tls));
+    assert_sound(_pm_arena_check());
 }
 
 /* Producer/consumer both ways at once through two rings; every block carries a cookie. */

@@ -145,3 +145,70 @@ Test(sample, impossible_sizes_fail_at_once_with_sampling_on, .timeout = 10) {
     cr_assert_eq(posix_memalign(&p, 64, (size_t)1 << 62), ENOMEM);
     _pm_sample_set_rate(0);
 }
+
+/* A stack of its own for each path: `depth` nested calls, each through path_a or path_b as the
+ * next bit of `bits` says, then the allocation. 2^depth paths, 2^depth stacks. */
+static void *path_b(unsigned bits, unsigned depth, size_t n);
+static __attribute__((noinline)) void *path_a(unsigned bits, unsigned depth, size_t n) {
+    void *p = depth == 0 ? malloc(n)
+            : (bits & 1) ? path_a(bits >> 1, depth - 1, n) : path_b(bits >> 1, depth - 1, n);
+    __asm__ volatile("" ::: "memory");                  /* no tail call: each level is a frame */
+    return p;
+}
+static __attribute__((noinline)) void *path_b(unsigned bits, unsigned depth, size_t n) {
+    void *p = depth == 0 ? malloc(n)
+            : (bits & 1) ? path_a(bits >> 1, depth - 1, n) : path_b(bits >> 1, depth - 1, n);
+    __asm__ volatile("" ::: "memory");
+    return p;
+}
+
+/* Every allocation sampled, at hundreds of sites (the site index grows past its first mapping),
+ * small and huge, freed here and by another thread, reallocated, and in a forked child: the live
+ * table, the site index and the sites' live counts agree (_pm_sample_check) after each phase.
+ * The second round takes the same stacks again (the same call instructions), which must find
+ * their sites. */
+Test(sample, the_live_table_and_site_index_stay_sound_through_busy_use) {
+    assert_sound(_pm_sample_check());
+    enum { DEPTH = 9, PATHS = 1 << DEPTH, PER = 2 };
+    static void *blocks[PATHS * PER], *many[500];
+    size_t nsites[2];
+    for (int round = 0; round < 2; round++) {
+        sampling_at(1);
+        for (unsigned k = round; k < PATHS * PER; k += 1 + round)    /* round 1: the freed ones */
+            blocks[k] = path_a(k / PER, DEPTH, 16 + 8 * (k % PER));
+        _pm_sample_set_rate(0);
+        assert_sound(_pm_sample_check());
+        pm_sites_t s;
+        cr_assert_eq(_pm_sites_snapshot(&s), 0);
+        nsites[round] = s.nsites;
+        _pm_sites_free(&s);
+        if (round == 0) for (unsigned k = 1; k < PATHS * PER; k += 2) free(blocks[k]);
+    }
+    cr_assert_geq(nsites[0], PATHS, "a site per path at least");
+    cr_assert_eq(nsites[1], nsites[0], "a stack seen before finds its site");
+    sampling_at(1);
+    void *huge = calloc_at_site_c(3u << 20), *moved = alloc_at_site_a(2u << 20);
+    for (int i = 0; i < 500; i++) many[i] = alloc_at_site_b(64);
+    _pm_sample_set_rate(0);
+    assert_sound(_pm_sample_check());
+    pthread_t t;
+    pthread_create(&t, NULL, free_them, many);
+    pthread_join(t, NULL);
+    moved = realloc(moved, 9u << 20);
+    free(huge);
+    assert_sound(_pm_sample_check());
+    pid_t pid = fork();                                  /* the fork handlers leave it usable */
+    if (pid == 0) {
+        sampling_at(1);
+        free(blocks[0]);
+        blocks[0] = path_a(1, DEPTH, 100);
+        _pm_sample_set_rate(0);
+        _exit(_pm_sample_check() == NULL ? 0 : 1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a forked child's tables stay sound");
+    for (unsigned k = 0; k < PATHS * PER; k++) free(blocks[k]);
+    free(moved);
+    assert_sound(_pm_sample_check());
+}

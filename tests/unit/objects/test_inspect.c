@@ -178,8 +178,11 @@ Test(inspect, invariant_checker_finds_a_broken_list) {
     uintptr_t saved = h->prev;
     h->prev = (h->prev & PM_PREV_FLAGS) | (uintptr_t)&gc->gen[0].head;   /* b's prev skips a */
     cr_assert_eq(_pm_gc_check(gc), SIZE_MAX);
+    cr_assert_str_eq(_pm_gc_check_ring(&gc->gen[0].head, false), "gc: broken list: next->prev is not the object");
     h->prev = saved;
     cr_assert_eq(_pm_gc_check(gc), 2);
+    assert_sound(_pm_gc_check_ring(&gc->gen[0].head, false));
+    cr_assert_str_eq(_pm_gc_check_ring(&gc->gen[0].head, true), "gc: an object of the collected set lacks COLLECTING");
     pm_decref(a); pm_decref(b);
     pm_gc_destroy(gc);
 }
