@@ -10,8 +10,8 @@
  * (the way CPython's GIL or a Lua state does); separate pm_gc instances may run in separate
  * threads at once. An object may hold references only to objects of its own pm_gc.
  *
- * The block between "The API of issue 3" and "Additions" keeps the exact names and shapes that
- * programs are written against; everything after it was added. */
+ * The block between "The core API" and "Additions" keeps the exact names and shapes that
+ * programs are written against; everything after it was added later. */
 #ifndef POOLMALLOC_GC_H
 #define POOLMALLOC_GC_H
 
@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-/* ---- The API of issue 3 ------------------------------------------------------------------- */
+/* ---- The core API ------------------------------------------------------------------------- */
 typedef struct pm_gc pm_gc;                       /* one collector: generations, thresholds, stats */
 typedef int  (*pm_visit)(void *obj, void *arg);   /* non-zero stops a traversal */
 typedef struct pm_type {
