@@ -13,5 +13,9 @@ PM_INLINE void _pm_init(void) {
 }
 
 
+/* libstdc++'s unsized operator delete and delete[], if the program has libstdc++ (override.c). */
+extern void _ZdlPv(void *p) __attribute__((weak, visibility("default")));
+extern void _ZdaPv(void *p) __attribute__((weak, visibility("default")));
+
 #pragma GCC visibility pop
 #endif

@@ -78,9 +78,41 @@ PM_EXPORT void *memalign(size_t align, size_t size) { return memalign_from(align
 PM_EXPORT void *valloc(size_t size) { return _pm_memalign(_pm_os_page_size(), size); }
 PM_EXPORT void *pvalloc(size_t size) { return pvalloc_from(size, PM_CALLER); }
 
-/* C23 sized frees: the size is a hint we do not need. */
-PM_EXPORT void free_sized(void *p, size_t size) { (void)size; _pm_free(p); }
-PM_EXPORT void free_aligned_sized(void *p, size_t align, size_t size) { (void)align; (void)size; _pm_free(p); }
+/* A sized free names the size the program thinks the block has. We need no hint, but we can
+ * check it: a block smaller than the size is a type confusion or a free of the wrong pointer.
+ * One compare against the size class the free looks up anyway. */
+PM_NOINLINE static void sized_free_mismatch(const char *func, void *p, size_t size) {
+    if (_pm_is_zero_ptr(p) ? size > 0 : size > _pm_usable_size(p))
+        _pm_invalid_free(func, p, "sized free of more bytes than the block holds");
+}
+
+PM_INLINE void check_size(const char *func, void *p, size_t size) {
+    if (PM_LIKELY(_pm_is_arena_ptr(p)) && PM_UNLIKELY(size > _pm_pool_of(p)->block_size))
+        sized_free_mismatch(func, p, size);
+}
+
+/* C23 sized frees. */
+PM_EXPORT void free_sized(void *p, size_t size) { check_size("free_sized", p, size); _pm_free(p); }
+PM_EXPORT void free_aligned_sized(void *p, size_t align, size_t size) {
+    (void)align;
+    check_size("free_aligned_sized", p, size);
+    _pm_free(p);
+}
+
+/* C++'s sized operator delete and delete[] (operator delete(void *, std::size_t)), checked the
+ * same way. The block is then handed to the unsized operator delete, not to free: a program that
+ * replaces operator new and the unsized delete but not the sized one (libstdc++'s sized delete
+ * calls the unsized) keeps getting its own. Without libstdc++ nothing calls these. */
+void _ZdlPvm(void *p, size_t size);
+void _ZdaPvm(void *p, size_t size);
+PM_EXPORT void _ZdlPvm(void *p, size_t size) {
+    check_size("operator delete", p, size);
+    if (_ZdlPv) _ZdlPv(p); else _pm_free(p);
+}
+PM_EXPORT void _ZdaPvm(void *p, size_t size) {
+    check_size("operator delete[]", p, size);
+    if (_ZdaPv) _ZdaPv(p); else _pm_free(p);
+}
 
 /* glibc's internal aliases, which some programs and libraries call directly. */
 PM_EXPORT void *__libc_malloc(size_t size) { return _pm_malloc(size); }

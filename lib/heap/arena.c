@@ -148,18 +148,32 @@ static void bucket_insert(pm_arena_t *a) {
     buckets[a->max_run] = a;
 }
 
+/* An arena is mapped as address space nothing may touch (PROT_NONE), and opened a chunk of
+ * OPEN_SLOTS at a time as pools first take its slots. So a stray access beyond the pools in use
+ * (an overflow that runs a megabyte past its block, a wild pointer into a fresh arena) faults at
+ * once instead of writing into memory that a later pool will hand out. Opening costs one mprotect
+ * per 256 KiB of fresh slots, against the 64 page faults that first touching them costs anyway;
+ * slots stay open once opened (reuse, decay and MADV_DONTNEED keep them so), and the open slots
+ * of an arena are mostly one run, so the kernel merges them into one mapping. */
+#define OPEN_SLOTS 16
+
 static pm_arena_t *arena_map_new(void) {
-    pm_arena_t *a = _pm_os_map_aligned(PM_ARENA_SIZE, PM_ARENA_SIZE);
+    pm_arena_t *a = _pm_os_reserve_aligned(PM_ARENA_SIZE, PM_ARENA_SIZE);
     if (a == NULL) return NULL;
+    if (_pm_os_protect(a, PM_HEADER_SLOTS * PM_SLOT_SIZE, true) != 0) {
+        _pm_os_unmap(a, PM_ARENA_SIZE);
+        return NULL;
+    }
     for (unsigned i = 0; i < PM_SLOTS; i++) a->heads[i] = &pool_invalid;
     a->slots_used = set_run(0, PM_HEADER_SLOTS);
+    a->slots_open = a->slots_used;
     a->slots_dirty = (pm_slotset_t){{0}};
     a->nfree = ARENA_FREE_SLOTS;
     a->max_run = ARENA_FREE_SLOTS;
     a->all_next = all_arenas;
     all_arenas = a;
     narenas++; nfree_arenas++; mapped_total++;
-    _pm_arena_map[(uintptr_t)a >> PM_ARENA_SHIFT] = 1;
+    _pm_arena_map[(uintptr_t)a >> PM_ARENA_SHIFT] = PM_MAP_ARENA;
     bucket_insert(a);
     return a;
 }
@@ -175,6 +189,22 @@ static void arena_unmap(pm_arena_t *a) {
     narenas--; nfree_arenas--; unmapped_total++;
     _pm_arena_map[(uintptr_t)a >> PM_ARENA_SHIFT] = 0;
     _pm_os_unmap(a, PM_ARENA_SIZE);
+}
+
+/* Make slots at..at+n of `a` accessible, and up to OPEN_SLOTS from `at`: false if the kernel
+ * refuses (out of mappings: ENOMEM), and then nothing changed. */
+static bool open_run(pm_arena_t *a, unsigned at, unsigned n) {
+    pm_slotset_t run = set_run(at, n);
+    bool open = true;
+    for (unsigned i = 0; i < PM_SLOT_WORDS; i++) open &= (a->slots_open.w[i] & run.w[i]) == run.w[i];
+    if (open) return true;
+    unsigned end = at + (n > OPEN_SLOTS ? n : OPEN_SLOTS);
+    if (end > PM_SLOTS) end = PM_SLOTS;
+    if (_pm_os_protect((uint8_t *)a + ((size_t)at << PM_SLOT_SHIFT), (size_t)(end - at) << PM_SLOT_SHIFT, true) != 0)
+        return false;
+    pm_slotset_t opened = set_run(at, end - at);
+    for (unsigned i = 0; i < PM_SLOT_WORDS; i++) a->slots_open.w[i] |= opened.w[i];
+    return true;
 }
 
 /* First run of n free slots, or -1. */
@@ -297,6 +327,7 @@ pm_pool_t *_pm_arena_pool_acquire(unsigned size_class) {
         if (arena == NULL) { pthread_mutex_unlock(&_pm_arena_lock); errno = ENOMEM; return NULL; }
         at = PM_HEADER_SLOTS;
     }
+    if (!open_run(arena, (unsigned)at, slots)) { pthread_mutex_unlock(&_pm_arena_lock); errno = ENOMEM; return NULL; }
     pm_slotset_t run = set_run((unsigned)at, slots), was_dirty;
     bool split_longest = free_run_length(&arena->slots_used, (unsigned)at) == arena->max_run;
     if (arena->nfree == ARENA_FREE_SLOTS) nfree_arenas--;
@@ -400,6 +431,7 @@ static const char *check_arena(pm_arena_t *a) {
         const pm_pool_t *p = a->heads[i];
         unsigned at = (unsigned)(p - a->pools);
         if (dirty_bit) return "arena: a slot in use is marked dirty";
+        if (!((a->slots_open.w[i / 64] >> (i % 64)) & 1)) return "arena: a slot in use is not open (PROT_NONE)";
         if (at >= PM_SLOTS || at > i || i >= at + p->slots) return "arena: a used slot maps to a pool whose run does not cover it";
     }
     if (nfree != a->nfree) return "arena: nfree is not the number of free slots";

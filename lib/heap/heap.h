@@ -130,6 +130,7 @@ struct pm_arena_s {
     uint32_t        freed_ms[PM_SLOTS]; /* when each free slot was freed (_pm_os_now_ms) */
     pm_slotset_t    slots_used;         /* slots that belong to a pool, and the header slots */
     pm_slotset_t    slots_dirty;        /* free slots whose pages may still be resident */
+    pm_slotset_t    slots_open;         /* slots that may be touched; the rest is PROT_NONE (arena.c) */
     pm_arena_t     *next, *prev;        /* bucket list by the longest run of free slots (arena.c) */
     pm_arena_t     *all_next;           /* every mapped arena */
     uint32_t        nfree;              /* free slots */
@@ -236,6 +237,9 @@ PM_INLINE void _pm_purge_start(void) {
 }
 
 /* ---- arena.c ------------------------------------------------------------------------------ */
+/* The arena map: per 4 MiB of address space, 0 (not ours), PM_MAP_ARENA or PM_MAP_ZERO (zero.c). */
+#define PM_MAP_ARENA 1
+#define PM_MAP_ZERO  2
 extern uint8_t _pm_arena_map[(size_t)1 << (PM_ADDR_BITS - PM_ARENA_SHIFT)];
 extern pthread_mutex_t _pm_arena_lock;
 pm_pool_t *_pm_arena_pool_acquire(unsigned size_class); /* NULL + ENOMEM when out of memory */
@@ -329,6 +333,19 @@ PM_INLINE void _pm_pool_set_flags(pm_pool_t *pool, uint8_t flags) {
 PM_INLINE bool _pm_pool_is_block_start(const pm_pool_t *pool, const void *p) {
     uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
     return off * pool->divisor < pool->divisor;
+}
+
+/* ---- zero.c: malloc(0) hands out pointers into address space that faults ------------------- */
+void  *_pm_zero_alloc(void);                         /* NULL + ENOMEM when out of address space */
+void   _pm_zero_free(const char *func, void *p);     /* p in a zero arena; aborts if not a live block */
+bool   _pm_zero_owns(const void *p);                 /* p in a zero arena: is it a live zero-size block? */
+size_t _pm_zero_count(void);                         /* zero-size blocks out */
+void   _pm_zero_fork_prepare(void);
+void   _pm_zero_fork_parent(void);
+void   _pm_zero_fork_child(void);
+PM_INLINE bool _pm_is_zero_ptr(const void *p) {
+    uintptr_t i = (uintptr_t)p >> PM_ARENA_SHIFT;
+    return i < sizeof _pm_arena_map && _pm_arena_map[i] == PM_MAP_ZERO;
 }
 
 /* ---- heap.c ------------------------------------------------------------------------------- */

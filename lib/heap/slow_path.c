@@ -59,6 +59,7 @@ void *_pm_allocate(size_t size, unsigned c, size_t align, bool counted, bool zer
 }
 
 void *_pm_malloc_slow(size_t size, bool counted, void *ra) {
+    if (size == 0) return _pm_zero_alloc();
     unsigned c = size <= PM_LARGE_MAX ? _pm_class_of(size) : PM_NCLASSES;
     return _pm_allocate(size, c, PM_ALIGN, counted, false, ra);
 }
@@ -95,7 +96,9 @@ static void free_huge(const char *func, void *p) {
 void _pm_free_slow(void *p) {
     if (p == NULL) return;
     int saved = errno;
-    if (_pm_is_arena_ptr(p)) {
+    if (_pm_is_zero_ptr(p)) {
+        _pm_zero_free("free", p);
+    } else if (_pm_is_arena_ptr(p)) {
         pm_pool_t *pool = _pm_checked_pool("free", p);
         forget_if_sampled(pool, p);
         pm_block_t *block = p;

@@ -30,9 +30,18 @@ size_t _pm_os_mapped(size_t *peak) {
     return atomic_load(&mapped_now);
 }
 
+static _Atomic long map_calls, fail_at;    /* fault injection: fail the call numbered fail_at */
+
 void _pm_os_fail_next_maps(int n) { atomic_store(&fail_next_maps, n); }
 
+long _pm_os_fail_map_at(long n) {
+    atomic_store(&fail_at, n > 0 ? atomic_load(&map_calls) + n : 0);
+    return atomic_load(&map_calls);
+}
+
 static bool injected_failure(void) {
+    long call = atomic_fetch_add_explicit(&map_calls, 1, memory_order_relaxed) + 1;
+    if (call == atomic_load_explicit(&fail_at, memory_order_relaxed)) return true;
     int n = atomic_load_explicit(&fail_next_maps, memory_order_relaxed);
     while (n > 0) {
         if (atomic_compare_exchange_weak(&fail_next_maps, &n, n - 1)) return true;
@@ -40,30 +49,42 @@ static bool injected_failure(void) {
     return false;
 }
 
-void *_pm_os_map(size_t size) {
+static void *map_prot(size_t size, int prot) {
     if (injected_failure()) { errno = ENOMEM; return NULL; }
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                   -1, 0);
+    void *p = mmap(NULL, size, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) { errno = ENOMEM; return NULL; }
     count_mapped(size, 0);
     return p;
 }
 
+void *_pm_os_map(size_t size) { return map_prot(size, PROT_READ | PROT_WRITE); }
+
 /* Map `size` bytes at an `align`-aligned address. Try a plain mapping first (the kernel often
  * places consecutive mappings next to each other, so it is aligned half the time); otherwise map
  * size + align and unmap the misaligned head and tail. */
-void *_pm_os_map_aligned(size_t size, size_t align) {
-    void *p = _pm_os_map(size);
+static void *map_aligned_prot(size_t size, size_t align, int prot) {
+    void *p = map_prot(size, prot);
     if (p == NULL || ((uintptr_t)p & (align - 1)) == 0) return p;
     _pm_os_unmap(p, size);
     if (size + align < size) { errno = ENOMEM; return NULL; }
-    uint8_t *raw = _pm_os_map(size + align);
+    uint8_t *raw = map_prot(size + align, prot);
     if (raw == NULL) return NULL;
     uint8_t *aligned = (uint8_t *)(((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1));
     size_t head = (size_t)(aligned - raw), tail = align - head;
     if (head) _pm_os_unmap(raw, head);
     if (tail) _pm_os_unmap(aligned + size, tail);
     return aligned;
+}
+
+void *_pm_os_map_aligned(size_t size, size_t align) { return map_aligned_prot(size, align, PROT_READ | PROT_WRITE); }
+
+/* Address space nothing may touch until _pm_os_protect opens it: a stray access faults. Such
+ * mappings cost no memory and no commit charge. */
+void *_pm_os_reserve_aligned(size_t size, size_t align) { return map_aligned_prot(size, align, PROT_NONE); }
+
+int _pm_os_protect(void *p, size_t size, bool accessible) {
+    if (accessible && injected_failure()) return ENOMEM;
+    return mprotect(p, size, accessible ? PROT_READ | PROT_WRITE : PROT_NONE) == 0 ? 0 : errno;
 }
 
 int _pm_os_unmap(void *p, size_t size) {

@@ -39,6 +39,8 @@
 /* ---- os.c: the only file that asks the kernel for memory ---------------------------------- */
 void  *_pm_os_map(size_t size);                    /* NULL on failure, errno set */
 void  *_pm_os_map_aligned(size_t size, size_t align);
+void  *_pm_os_reserve_aligned(size_t size, size_t align); /* PROT_NONE: faults until protected open */
+int    _pm_os_protect(void *p, size_t size, bool accessible); /* mprotect RW or NONE: 0 or errno */
 int    _pm_os_unmap(void *p, size_t size);         /* 0 or errno */
 int    _pm_os_decommit(void *p, size_t size);      /* pages read back as zero, RSS falls */
 void  *_pm_os_remap(void *p, size_t old_size, size_t new_size); /* may move; NULL on failure */
@@ -46,6 +48,8 @@ size_t _pm_os_page_size(void);
 size_t _pm_os_mapped(size_t *peak);               /* bytes mapped through this file now, and the peak */
 uint64_t _pm_os_random(void);
 void   _pm_os_fail_next_maps(int n);               /* test hook: fail the next n mappings */
+long   _pm_os_fail_map_at(long n);                 /* test hook: fail the n-th mapping from now (0: none);
+                                                      returns the calls so far, to count a run's */
 int    _pm_os_copy_file(const char *path, int fd, char *buf, size_t cap); /* path's bytes to fd: 0 or errno */
 long   _pm_os_resident_bytes(void);                /* from /proc/self/statm; -1 if unknown */
 long   _pm_os_peak_resident_bytes(void);           /* VmHWM from /proc/self/status; -1 if unknown */

@@ -76,11 +76,12 @@ for o in $objs; do
         grep -qw -- "$name" $hdrs ||
             err "$src uses $name, defined in $d, but no header of layer $D declares it"
         # ...and never again by the user itself.
-        grep -nE "^[[:space:]]*extern[^(]*\\b$name\\b|^[A-Za-z_][^={]*\\b$name[[:space:]]*\\([^)]*\\)[^{]*;[[:space:]]*(/\\*.*)?$" "$src" |
-            while IFS= read -r hit; do err "$src:${hit%%:*}: declares $name itself; include its header"; done
+        while IFS= read -r hit; do err "$src:${hit%%:*}: declares $name itself; include its header"; done < <(
+            grep -nE "^[[:space:]]*extern[^(]*\\b$name\\b|^[A-Za-z_][^={]*\\b$name[[:space:]]*\\([^)]*\\)[^{]*;[[:space:]]*(/\\*.*)?$" "$src")
     done < <(nm -u "$o" | awk '{print $2}')
 done
-grep -nE '^[[:space:]]*extern[[:space:]]' $(find lib -name '*.c') | grep -v '"C"' |
-    while IFS= read -r hit; do err "${hit%%:*}:$(cut -d: -f2 <<<"$hit"): an extern in a source file; declare it in a header"; done
+while IFS= read -r hit; do
+    err "${hit%%:*}:$(cut -d: -f2 <<<"$hit"): an extern in a source file; declare it in a header"
+done < <(grep -nE '^[[:space:]]*extern[[:space:]]' $(find lib -name '*.c') | grep -v '"C"')
 if (( fail )); then exit 1; fi
 echo "layers: $nfiles files in ${#layers[@]} layers, $nrefs names used across layers: every include and every call goes down"
