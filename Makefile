@@ -1,7 +1,8 @@
 # poolmalloc: plain GNU make. `make` builds build/libpoolmalloc.so and build/libpoolmalloc.a.
 #   make demo     run python3 under the allocator and show its heap and statistics reports
 #   make check    every test: docs and layering checks, Criterion unit tests (also on the debug
-#                 build), sanitizer builds, integration tests
+#                 build), a short run of each fuzzer, sanitizer builds, integration tests
+#   make fuzz     each libFuzzer target for FUZZ_TIME seconds (default 600) (tests/fuzz)
 #   make bench    the benchmark suite against glibc, jemalloc, mimalloc and tcmalloc
 #   make install PREFIX=/usr/local
 #   make debug    an -O0 build with PM_DEBUG=1 in build/debug
@@ -29,7 +30,8 @@ TEST_CFLAGS := $(WARN) -fno-builtin -Wno-missing-prototypes -Wno-free-nonheap-ob
                -Wno-alloc-size-larger-than -Wno-unused-result -Wno-deprecated-declarations
 VERSION := 0.1.0
 
-.PHONY: all deps docs-check layers-check check unit unit-debug sanitize ubsan asan tsan integration demo bench install clean debug
+.PHONY: all deps docs-check layers-check check unit unit-debug sanitize ubsan asan tsan integration demo bench install clean debug \
+        fuzz fuzz-check fuzz-build
 all: $(BUILD)/libpoolmalloc.so $(BUILD)/libpoolmalloc.a
 
 # ---- Debian packages, before the first compile --------------------------------------------
@@ -39,7 +41,7 @@ all: $(BUILD)/libpoolmalloc.so $(BUILD)/libpoolmalloc.a
 # lacks a package it stops with one line naming the package and the command that installs it.
 # Recursive makes (sanitizer and debug builds) pass PM_DEPS_DONE=1 to skip the second look.
 DEPS_LEVELS := $(strip $(if $(filter demo,$(MAKECMDGOALS)),demo) \
-    $(if $(filter check unit sanitize ubsan asan tsan integration,$(MAKECMDGOALS)),check) \
+    $(if $(filter check unit sanitize ubsan asan tsan integration fuzz fuzz-check fuzz-build,$(MAKECMDGOALS)),check) \
     $(if $(filter bench,$(MAKECMDGOALS)),bench) $(if $(filter deps install debug,$(MAKECMDGOALS)),build))
 deps:
 	@$(if $(PM_DEPS_DONE),:,bash scripts/install-deps.sh $(or $(DEPS_LEVELS),--verify build))
@@ -107,7 +109,40 @@ docs-check:
 layers-check: all
 	@bash tests/layers/check.sh $(BUILD)/obj
 
-check: all docs-check layers-check unit unit-debug sanitize integration
+# ---- fuzzing (tests/fuzz) -------------------------------------------------------------------
+# Three libFuzzer targets: fuzz_api (the C allocation API against a shadow model), fuzz_conf (the
+# POOLMALLOC_CONF parser), fuzz_gc (poolmalloc/gc.h against a reference model). They are built
+# with clang in $(BUILD)/fuzz, the library too, with coverage (-fsanitize=fuzzer-no-link) so that
+# it guides into the allocator, and UBSan; PM_DEBUG=1 runs the invariant checkers at every
+# transition. The library overrides malloc, so libFuzzer itself runs on poolmalloc. The library
+# is built without comparison tracing (trace-cmp): libFuzzer would learn a block's free mark (a
+# secret key xor its address) from the compare in free() and write it into its own copy of an
+# input, which free() then rightly calls a double free. tests/fuzz/run.sh runs one target on a
+# copy of its seeds (tests/fuzz/corpus/NAME -> $(BUILD)/fuzz/corpus/NAME) and fails on a crash.
+FUZZ_CC         ?= clang-14
+FUZZ_TARGETS    := api conf gc
+FUZZ_TIME       ?= 600
+FUZZ_CHECK_TIME ?= 20
+FUZZ_LIB_CFLAGS := -fsanitize=fuzzer-no-link,undefined -fno-sanitize-coverage=trace-cmp -fno-sanitize-recover=undefined
+FUZZ_CFLAGS     := -fsanitize=fuzzer,undefined -fno-sanitize-recover=undefined
+$(BUILD)/tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(HDRS) $(BUILD)/libpoolmalloc.a
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(OPT) -g $(WARN) -fno-builtin $(FUZZ_CFLAGS) -Iinclude -Ilib $< -o $@ \
+	    $(BUILD)/libpoolmalloc.a $(LDLIBS_LIB)
+# In the fuzz build only: comparison tracing back on in lib/util (the options parser), which
+# inlines no free-mark compare (every layer from heap up does, through free_fast.h).
+ifdef PM_FUZZ_BUILD
+$(BUILD)/obj/util/%.o: CFLAGS_LIB += -fsanitize-coverage=trace-cmp
+endif
+fuzz-build: deps
+	$(MAKE) --no-print-directory PM_DEPS_DONE=1 PM_FUZZ_BUILD=1 CC=$(FUZZ_CC) BUILD=$(BUILD)/fuzz OPT="-O2 -DPM_DEBUG=1" \
+	    EXTRA_CFLAGS="$(FUZZ_LIB_CFLAGS)" $(FUZZ_TARGETS:%=$(BUILD)/fuzz/tests/fuzz/fuzz_%)
+fuzz-check: fuzz-build
+	@fail=0; for t in $(FUZZ_TARGETS); do bash tests/fuzz/run.sh $$t $(FUZZ_CHECK_TIME) $(BUILD)/fuzz || fail=1; done; exit $$fail
+fuzz: fuzz-build
+	@fail=0; for t in $(FUZZ_TARGETS); do bash tests/fuzz/run.sh $$t $(FUZZ_TIME) $(BUILD)/fuzz || fail=1; done; exit $$fail
+
+check: all docs-check layers-check unit unit-debug fuzz-check sanitize integration
 
 demo: all
 	@bash tools/pm-demo $(abspath $(BUILD)/libpoolmalloc.so)

@@ -9,7 +9,8 @@
 # Levels (several may be given; each includes build):
 #   build   compiler, libunwind, pkg-config                     (make, make install, make debug)
 #   demo    + python3                                           (make demo)
-#   check   + Criterion and the real programs the tests run     (make check)
+#   check   + Criterion and the real programs the tests run,    (make check, make fuzz)
+#             clang and libFuzzer for the fuzzers (tests/fuzz)
 #   bench   + jemalloc, mimalloc and tcmalloc, the baselines    (make bench)
 set -euo pipefail
 verify=0
@@ -26,7 +27,10 @@ for level in "$@"; do
       want+=(google-perftools libjemalloc-dev)
       # CPython's own regression tests, which tests/integration/t_python.sh runs under the preload
       pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3.11)
-      want+=("libpython$pyver-testsuite") ;;
+      want+=("libpython$pyver-testsuite")
+      # the libFuzzer targets (tests/fuzz): clang and its libFuzzer runtime, of one LLVM version
+      # (Debian 12's default, 14; the Makefile's FUZZ_CC is clang-14 to match)
+      want+=(clang-14 libfuzzer-14-dev) ;;
     bench) want+=(python3 sqlite3 libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 valgrind time) ;;
     *) echo "usage: $0 [--verify] build|demo|check|bench..." >&2; exit 2 ;;
   esac

@@ -98,8 +98,8 @@ int _pm_signal_number(const char *s, size_t n) {
     if (parse_size(s, n, &v) && v >= 1 && v < 65 && v != SIGKILL && v != SIGSTOP && v != SIGSEGV &&
         v != SIGBUS && v != SIGFPE && v != SIGILL && v != SIGABRT)
         return (int)v;
-    if (n > 5 && strncasecmp(s, "RTMIN", 5) == 0 && parse_size(s + 6, n - 6, &v) && s[5] == '+' &&
-        SIGRTMIN + (int)v <= SIGRTMAX)
+    if (n > 5 && strncasecmp(s, "RTMIN", 5) == 0 && s[5] == '+' && parse_size(s + 6, n - 6, &v) &&
+        v <= (size_t)(SIGRTMAX - SIGRTMIN))      /* bound first: a large v must not wrap the int */
         return SIGRTMIN + (int)v;
     return -1;
 }

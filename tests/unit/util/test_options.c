@@ -106,6 +106,11 @@ Test(options, signals_by_name_and_number) {
     cr_assert_eq(_pm_signal_number("12", 2), 12);
     cr_assert_eq(_pm_signal_number("off", 3), 0);
     cr_assert_eq(_pm_signal_number("RTMIN+3", 7), SIGRTMIN + 3);
+    /* found by fuzz_conf: a large n wrapped the int sum to SIGKILL or a fault signal, or overflowed */
+    cr_assert_eq(_pm_signal_number("RTMIN+4294967271", 16), -1);
+    cr_assert_eq(_pm_signal_number("RTMIN+2147483645", 16), -1);
+    cr_assert_eq(_pm_signal_number("RTMIN+4294967273", 16), -1);
+    cr_assert_eq(_pm_signal_number("RTMIN+99", 8), -1);
     cr_assert_eq(_pm_signal_number("KILL", 4), -1);
     cr_assert_eq(_pm_signal_number("9", 1), -1, "SIGKILL cannot be caught");
     cr_assert_eq(_pm_signal_number("11", 2), -1, "SIGSEGV is not a report trigger");
