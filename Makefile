@@ -22,6 +22,9 @@ LDLIBS_LIB := -lunwind -lm -lpthread
 LAYERS  := os util heap lens objects
 SRCS    := $(wildcard $(LAYERS:%=lib/%/*.c) lib/*.c)
 OBJS    := $(SRCS:lib/%.c=$(BUILD)/obj/%.o)
+# memcpy & co. are interposed by the preloaded library only (lib/checked_copy.c says why).
+SO_ONLY := $(BUILD)/obj/checked_copy.o
+AR_OBJS := $(filter-out $(SO_ONLY),$(OBJS))
 HDRS    := $(wildcard $(LAYERS:%=lib/%/*.h) lib/*.h include/*.h include/poolmalloc/*.h)
 UNIT_SRCS := $(wildcard tests/unit/*/test_*.c)
 # Tests free stack pointers and freed blocks on purpose, and must not let the compiler drop or
@@ -49,6 +52,8 @@ deps:
 $(BUILD)/obj/%.o: lib/%.c $(HDRS) | $(LAYERS:%=$(BUILD)/obj/%) deps
 	$(CC) $(CFLAGS_LIB) -c $< -o $@
 
+$(SO_ONLY): CFLAGS_LIB += -fno-builtin
+
 $(LAYERS:%=$(BUILD)/obj/%):
 	@mkdir -p $@
 
@@ -58,9 +63,9 @@ $(BUILD)/libpoolmalloc.so: $(OBJS)
 # The archive holds one relocatable object of the whole library, so that linking any of it brings
 # all of it: the constructor (init.c) that starts the lens and registers the fork handlers is
 # referenced by nothing below it, and must not be left out of a program that uses the objects alone.
-$(BUILD)/libpoolmalloc.a: $(OBJS)
+$(BUILD)/libpoolmalloc.a: $(AR_OBJS)
 	@rm -f $@
-	$(LD) -r -o $(BUILD)/obj/poolmalloc.o $(OBJS)
+	$(LD) -r -o $(BUILD)/obj/poolmalloc.o $(AR_OBJS)
 	ar rcs $@ $(BUILD)/obj/poolmalloc.o
 
 # ---- tests ---------------------------------------------------------------------------------

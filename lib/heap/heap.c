@@ -37,6 +37,7 @@ pm_heap_t _pm_heap_empty = {
     .is_static = true,                      /* foreign caches of capacity 0: never used */
 };
 __thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec"))) = &_pm_heap_empty;
+static __thread pm_heap_t *tls_heap __attribute__((tls_model("initial-exec"))) = &_pm_heap_empty; /* the thread's own */
 static __thread bool tls_dead __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -435,13 +436,14 @@ static pm_heap_t *heap_acquire(void) {
 }
 
 pm_heap_t *_pm_heap_get(void) {
-    pm_heap_t *heap = _pm_heap_tls;
+    pm_heap_t *heap = tls_heap;
     if (PM_LIKELY(!heap->is_static)) return heap;
     _pm_heap_start();
     if (tls_dead) return NULL;
     heap = heap_acquire();
     if (heap == NULL) return NULL;
-    _pm_heap_tls = heap;
+    tls_heap = heap;
+    if (!_pm_hardened) _pm_heap_tls = heap;    /* hardened: the fast paths stay closed */
     pthread_setspecific(heap_key, heap);
     return heap;
 }
@@ -490,14 +492,63 @@ void _pm_heap_free_remote(pm_pool_t *pool, pm_block_t *block) {
     }
 }
 
+/* ---- the hardened quarantine ----
+ * A FIFO through the blocks' first words (the second holds the free mark, so that a second free
+ * is still a double free). Leaving it, a block must still be zero past its header: anything else
+ * was written after the free. Then it is freed as the fast path would: onto its pool's free list
+ * when the pool is this heap's, else onto the pool's remote stack. */
+
+static void quarantine_release(pm_heap_t *heap, pm_block_t *block) {
+    pm_pool_t *pool = _pm_pool_of(block);
+    uint32_t size = pool->block_size;
+    heap->quarantine = block->next;
+    if (heap->quarantine == NULL) heap->quarantine_tail = NULL;
+    heap->quarantine_bytes -= size;
+    if (!_pm_bytes_zero((uint8_t *)block + sizeof *block, size - sizeof *block)) {
+        const uint8_t *b = (const uint8_t *)block;
+        size_t at = sizeof *block;
+        while (b[at] == 0) at++;
+        _pm_fatal("free(): write after free: the block at %p (%u bytes) was written after it was freed "
+                  "(first changed byte at +%zu: 0x%02x)", (void *)block, size, at, b[at]);
+    }
+    if (pool->heap == heap) {
+        block->next = pool->free;
+        pool->free = block;
+        if (_pm_pool_used_dec_le0(pool)) _pm_heap_free_slow(heap, pool, true);
+    } else {
+        _pm_heap_free_remote(pool, block);
+    }
+}
+
+void _pm_heap_quarantine(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *block) {
+    block->mark = _pm_free_mark(block);
+    if (heap == NULL) {                       /* a thread past its exit: no quarantine */
+        block->next = NULL;
+        _pm_heap_free_remote(pool, block);
+        return;
+    }
+    block->next = NULL;
+    if (heap->quarantine_tail) heap->quarantine_tail->next = block;
+    else heap->quarantine = block;
+    heap->quarantine_tail = block;
+    heap->quarantine_bytes += pool->block_size;
+    while (heap->quarantine_bytes > PM_QUARANTINE_BYTES && heap->quarantine != block)
+        quarantine_release(heap, heap->quarantine);
+}
+
+void _pm_heap_quarantine_flush(pm_heap_t *heap) {
+    while (heap->quarantine) quarantine_release(heap, heap->quarantine);
+}
+
 /* ---- thread exit, trim, fork ---- */
 
 static void heap_thread_done(void *value) {
     pm_heap_t *heap = value;
-    if (heap == NULL || heap->is_static || heap != _pm_heap_tls) return;
+    if (heap == NULL || heap->is_static || heap != tls_heap) return;
+    _pm_heap_quarantine_flush(heap);
     foreign_flush(heap);
     heap_collect(heap, true);
-    _pm_heap_tls = &_pm_heap_empty;
+    _pm_heap_tls = tls_heap = &_pm_heap_empty;
     tls_dead = true;
     pthread_mutex_lock(&heap_lock);
     heap->abandoned = true;
@@ -509,8 +560,9 @@ static void heap_thread_done(void *value) {
 }
 
 void _pm_heap_collect_all(void) {
-    pm_heap_t *mine = _pm_heap_tls;
+    pm_heap_t *mine = tls_heap;
     if (!mine->is_static) {
+        _pm_heap_quarantine_flush(mine);
         foreign_flush(mine);
         heap_collect(mine, false);
     }
@@ -523,6 +575,7 @@ void _pm_heap_collect_all(void) {
 }
 
 _Atomic int _pm_heap_started;
+bool _pm_hardened;
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void _pm_heap_start_slow(void) {
@@ -530,6 +583,7 @@ void _pm_heap_start_slow(void) {
     if (!atomic_load_explicit(&_pm_heap_started, memory_order_relaxed)) {
         _pm_classes_init();
         _pm_options_init();
+        _pm_hardened = _pm_options.hardened;
         _pm_free_key = (uintptr_t)_pm_os_random() | 1;
         pthread_key_create(&heap_key, heap_thread_done);
         atomic_store_explicit(&_pm_heap_started, 1, memory_order_release);
@@ -560,7 +614,7 @@ void _pm_heap_fork_child(void) {
     pthread_mutex_init(&orphan_lock, NULL);
     /* Only the forking thread survives. Its own heap and the abandoned ones are consistent; the
      * other threads' heaps are retired (see the top of this file). */
-    pm_heap_t *mine = _pm_heap_tls;
+    pm_heap_t *mine = tls_heap;
     for (pm_heap_t *h = all_heaps; h; h = h->all_next) {
         if (h != mine && h != orphan_heap && !h->abandoned) h->abandoned = true;  /* retired */
     }

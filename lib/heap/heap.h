@@ -172,6 +172,8 @@ struct pm_heap_s {
     pm_pool_t      *spare[PM_NCLASSES];     /* an empty pool kept for the class (heap.c); NULL: none */
     pm_sample_point_t sample;           /* the sampler's countdown (the hook, below) */
     _Atomic(pm_block_t *) delayed;      /* blocks freed remotely into full pools */
+    pm_block_t     *quarantine, *quarantine_tail; /* hardened: freed blocks not yet reusable (heap.c) */
+    size_t          quarantine_bytes;
     pm_heap_t      *all_next;           /* every heap (under the heap lock) */
     pm_heap_t      *abandoned_next;     /* the abandoned stack (under the heap lock) */
     bool            abandoned;
@@ -350,6 +352,8 @@ PM_INLINE bool _pm_is_zero_ptr(const void *p) {
 
 /* ---- heap.c ------------------------------------------------------------------------------- */
 extern pm_heap_t _pm_heap_empty;
+/* What the fast paths use: the thread's heap, or &_pm_heap_empty (before its first slow path, and
+ * always when hardened, so that every call goes to the slow paths; _pm_heap_get gives the heap). */
 extern __thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec")));
 pm_heap_t *_pm_heap_get(void);            /* the thread's heap, acquiring one if needed */
 void *_pm_heap_alloc(pm_heap_t *heap, unsigned size_class, bool foreign_ok); /* a real heap; NULL + ENOMEM */
@@ -364,6 +368,13 @@ void  _pm_heap_fork_parent(void);
 void  _pm_heap_fork_child(void);
 size_t _pm_heap_count(size_t *abandoned);
 const char *_pm_heap_check(pm_heap_t *heap);          /* owner: NULL, or the invariant that failed */
+/* Hardened: a freed block (zeroed from byte 16, marked free) waits in its freeing thread's
+ * quarantine; the oldest leave it, checked to be still zero, once it holds more than
+ * PM_QUARANTINE_BYTES (the newest always stays). heap NULL: free it now. */
+#define PM_QUARANTINE_BYTES (256 * PM_KIB)
+void  _pm_heap_quarantine(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *block);
+void  _pm_heap_quarantine_flush(pm_heap_t *heap);
+bool  _pm_bytes_zero(const void *p, size_t n);       /* pool.c */
 const char *_pm_heap_check_class(pm_heap_t *heap, unsigned c);  /* the same, for one class */
 
 /* ---- huge.c ------------------------------------------------------------------------------- */
@@ -393,6 +404,17 @@ void _pm_heap_start_slow(void);
 PM_INLINE void _pm_heap_start(void) {
     if (PM_UNLIKELY(!atomic_load_explicit(&_pm_heap_started, memory_order_acquire))) _pm_heap_start_slow();
 }
+
+/* ---- harden.c: POOLMALLOC_CONF=hardened:true ------------------------------------------------
+ * Every call goes to the slow paths (_pm_heap_tls stays empty), which hand pooled requests here:
+ * a 16-byte header before the data, canaries around it, freed blocks zeroed and quarantined. */
+extern bool _pm_hardened;                            /* fixed at start-up, before the first block */
+void  *_pm_hard_alloc(pm_heap_t *heap, size_t size, size_t align, bool zero); /* heap NULL: orphan */
+void   _pm_hard_free(const char *func, pm_pool_t *pool, void *p);   /* p: an arena pointer */
+size_t _pm_hard_usable(const char *func, const void *p);            /* the bytes asked for */
+void  *_pm_hard_realloc(void *p, size_t size, void *ra);
+void   _pm_hard_check_access(const char *func, const void *addr, size_t len); /* memcpy & co. */
+void   _pm_forget_if_sampled(pm_pool_t *pool, void *p);             /* slow_path.c */
 
 /* ---- slow_path.c and realloc.c (the fast paths are malloc_fast.h and free_fast.h) ----------- */
 extern _Atomic uint32_t _pm_sample_epoch;      /* bumped to make every heap re-arm its countdown */

@@ -18,7 +18,10 @@
  * (heap.c decides). Free blocks carry a mark in their second word so that a
  * double free is detected at once.
  */
+#define _GNU_SOURCE
 #include "heap/heap.h"
+
+#include <string.h>
 
 pm_pool_t _pm_pool_empty;
 
@@ -48,6 +51,7 @@ bool _pm_pool_carve(pm_pool_t *pool) {
     if (n == 0) n = 1;
     if (n > left) n = left;
     uint8_t *first = pool->start + (size_t)pool->carved * pool->block_size;
+    if (_pm_hardened) explicit_bzero(first, (size_t)n * pool->block_size); /* free blocks are zero (harden.c) */
     pm_block_t *b = (pm_block_t *)first;
     for (uint32_t i = 0; i + 1 < n; i++) {
         pm_block_t *next = (pm_block_t *)((uint8_t *)b + pool->block_size);
@@ -60,6 +64,22 @@ bool _pm_pool_carve(pm_pool_t *pool) {
     pool->free = (pm_block_t *)first;
     pool->carved += n;
     return true;
+}
+
+/* Word by word: the hardened checks run this over every freed block. */
+typedef uint64_t __attribute__((may_alias)) word_t;
+bool _pm_bytes_zero(const void *p, size_t n) {
+    const uint8_t *b = p;
+    while (n && ((uintptr_t)b & 7)) { if (*b++) return false; n--; }
+    uint64_t acc = 0;
+    for (; n >= 32; b += 32, n -= 32) {
+        const word_t *w = (const word_t *)(const void *)b;
+        acc |= w[0] | w[1] | w[2] | w[3];
+        if (acc) return false;
+    }
+    for (; n >= 8; b += 8, n -= 8) acc |= *(const word_t *)(const void *)b;
+    while (n--) acc |= *b++;
+    return acc == 0;
 }
 
 size_t _pm_pool_drain_remote(pm_pool_t *pool) {

@@ -12,7 +12,7 @@ void *_pm_calloc_at(size_t n, size_t size, void *ra) {
     if (total > PM_LARGE_MAX)     /* a fresh mapping: already zero */
         return _pm_allocate(total, PM_NCLASSES, PM_ALIGN, false, true, ra);
     void *p = _pm_malloc_at(total, ra);
-    if (p) memset(p, 0, total);
+    if (p && !(_pm_hardened && _pm_is_arena_ptr(p))) memset(p, 0, total);   /* hardened: free blocks are zero */
     return p;
 }
 
@@ -22,7 +22,9 @@ size_t _pm_usable_size(const void *p) {
         if (!_pm_zero_owns(p)) _pm_invalid_free("malloc_usable_size", p, "invalid pointer (not a live zero-size block)");
         return 0;
     }
-    if (_pm_is_arena_ptr(p)) return _pm_checked_pool("malloc_usable_size", (void *)p)->block_size;
+    if (_pm_is_arena_ptr(p))
+        return _pm_hardened ? _pm_hard_usable("malloc_usable_size", p)
+                            : _pm_checked_pool("malloc_usable_size", (void *)p)->block_size;
     size_t n = _pm_huge_usable(p, NULL);
     if (n == 0) _pm_invalid_free("malloc_usable_size", p, "invalid pointer (not allocated by poolmalloc)");
     return n;
@@ -37,6 +39,8 @@ void *_pm_realloc_at(void *p, size_t size, void *ra) {
     if (_pm_is_zero_ptr(p)) {
         if (!_pm_zero_owns(p)) _pm_invalid_free("realloc", p, "invalid pointer (not a live zero-size block)");
         old = 0;
+    } else if (_pm_hardened && _pm_is_arena_ptr(p)) {
+        return _pm_hard_realloc(p, size, ra);
     } else if (_pm_is_arena_ptr(p)) {
         old = _pm_checked_pool("realloc", p)->block_size;
         if (size <= old && (size > old / 2 || old <= PM_SMALL_MAX / 2)) return p;

@@ -46,7 +46,9 @@ void *_pm_allocate(size_t size, unsigned c, size_t align, bool counted, bool zer
             sampled = sample_arm(heap, size);
     }
     void *p;
-    if (c < PM_NCLASSES) {
+    if (PM_UNLIKELY(_pm_hardened)) {
+        p = _pm_hard_alloc(heap, size, align, zero);     /* its own class: header and canaries */
+    } else if (c < PM_NCLASSES) {
         if (heap) p = _pm_heap_alloc(heap, c, !sampled);   /* the sampler marks the block's pool: ours */
         else if (_pm_thread_is_dead()) p = _pm_orphan_alloc(c);
         else { errno = ENOMEM; p = NULL; }
@@ -79,7 +81,7 @@ pm_pool_t *_pm_checked_pool(const char *func, void *p) {
 }
 
 /* A sampled block leaves the sampler's table before anyone can allocate it again. */
-static void forget_if_sampled(pm_pool_t *pool, void *p) {
+void _pm_forget_if_sampled(pm_pool_t *pool, void *p) {
     if ((__atomic_load_n(&pool->flags, __ATOMIC_RELAXED) & PM_POOL_SAMPLED) && _pm_pool_sample_unmark(pool, p))
         _pm_sample_forget_hook(p);
 }
@@ -98,9 +100,12 @@ void _pm_free_slow(void *p) {
     int saved = errno;
     if (_pm_is_zero_ptr(p)) {
         _pm_zero_free("free", p);
+    } else if (_pm_hardened && _pm_is_arena_ptr(p)) {
+        _pm_hard_free("free", _pm_pool_of(p), p);
+        _pm_purge_start();                         /* the quarantine may have emptied pools */
     } else if (_pm_is_arena_ptr(p)) {
         pm_pool_t *pool = _pm_checked_pool("free", p);
-        forget_if_sampled(pool, p);
+        _pm_forget_if_sampled(pool, p);
         pm_block_t *block = p;
         block->mark = _pm_free_mark(p);
         _pm_heap_free_remote(pool, block);
@@ -113,7 +118,7 @@ void _pm_free_slow(void *p) {
 
 /* A local free into a pool with a flag set, or that just became empty. */
 void _pm_free_local_slow(pm_heap_t *heap, pm_pool_t *pool, void *block) {
-    if (pool->flags & PM_POOL_SAMPLED) forget_if_sampled(pool, block);
+    if (pool->flags & PM_POOL_SAMPLED) _pm_forget_if_sampled(pool, block);
     _pm_heap_free_slow(heap, pool, true);
     _pm_purge_start();
 }

@@ -3,6 +3,7 @@
  *   name                 type        access  meaning
  *   opt.<option>         char[]      rw      any POOLMALLOC_CONF option, as text ("512k", "USR2",
  *                                            "json+pprof"); setting it parses it like the variable
+ *                                            (opt.hardened is read-only: EPERM)
  *   sample.rate          size_t      rw      the same as opt.sample, as a number
  *   stats.live_bytes     size_t      r       bytes in blocks handed out
  *   stats.mapped_bytes   size_t      r       bytes in arenas and huge blocks
@@ -47,6 +48,7 @@ static int opt_ctl(const char *opt, void *oldp, size_t *oldlenp, const void *new
     if (err) return err;
     if (oldp && (err = read_text(oldp, oldlenp, value))) return err;
     if (newp == NULL) return 0;
+    if (strcmp(opt, "hardened") == 0) return EPERM;   /* every block's layout depends on it: start-up only */
     if (newlen == 0 || newlen >= sizeof value) return EINVAL;
     char text[300];
     memcpy(text, newp, newlen);

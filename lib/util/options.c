@@ -40,6 +40,7 @@ static const opt_t table[] = {
     { "purge",       OPT_SIZE,    FIELD(purge),       false, "0, or return every free pool slot at once when this many bytes wait" },
     { "purge_delay", OPT_SIZE,    FIELD(purge_delay), false, "return freed memory that stayed unused this many ms" },
     { "background",  OPT_BOOL,    FIELD(background),  false, "return decayed memory from a thread, so an idle program gets it back" },
+    { "hardened",    OPT_BOOL,    FIELD(hardened),    false, "check block bounds, zero freed blocks and delay their reuse (read at start-up)" },
     { "sample",      OPT_SIZE,    FIELD(sample),      true,  "mean bytes between sampled allocations (0 off, 1 all)" },
     { "signal",      OPT_SIGNAL,  FIELD(signal),      true,  "signal that dumps the reports (USR1, USR2, a number, off)" },
     { "dir",         OPT_STRING,  FIELD(dir),         true,  "directory for report files" },

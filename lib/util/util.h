@@ -54,6 +54,7 @@ typedef struct {
     size_t purge_delay;    /* ms: return freed memory (slots, arenas, huge mappings) this long after;
                               at most PM_PURGE_DELAY_MAX, since freed times are 32-bit ms */
     bool   background;     /* a background thread returns decayed memory of an idle program */
+    bool   hardened;       /* canaries, zeroed freed blocks and a quarantine (heap/harden.c); start-up only */
     size_t sample;         /* mean bytes between sampled allocations; 0: off; 1: every one */
     int    signal;         /* dump reports on this signal; 0: off */
     char   dir[256];       /* where report files go */

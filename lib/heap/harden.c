@@ -1,0 +1,238 @@
+/* harden.c: POOLMALLOC_CONF=hardened:true. Bounds, writes after free and reuse, checked.
+ *
+ * The default mode catches what costs the fast paths nothing (invalid and double frees, zero-size
+ * blocks, arena guards: docs/design.md). Hardened mode closes the fast paths (the thread's
+ * _pm_heap_tls stays the empty heap, heap.c) and serves every pooled request here:
+ *
+ *   block  [ header 16 | front canary F | data n | canary <= 32 | zero ... ]  block + B
+ *
+ *   header     the block's first two words: the size asked for and the data's offset, and a check
+ *              word keyed by the process's secret and the block's address. A write just before the
+ *              data, or a free of a pointer that is not a block's data, fails the check. A free
+ *              block keeps its free-list link and free mark there, as in the default mode.
+ *   canaries   F bytes between header and data (32 in classes of 1 KiB and up, 0 below; for an
+ *              alignment above 16, whatever aligns the data) and up to 32 bytes after the data hold
+ *              a random byte; the rest of the block after them is zero. Each free and realloc checks
+ *              all of it, so an overflow anywhere inside the block is caught at its free.
+ *   zeroing    a freed block is zeroed past its header. Free blocks are zero (carving zeroes them
+ *              too, pool.c), so malloc hands out zeroed memory and calloc need not clear.
+ *   quarantine the freed block waits in its thread's quarantine (heap.c) until 256 KiB of later
+ *              frees push it out; it must still be zero then, else it was written after the free.
+ *              Until then no allocation returns it: a dangling pointer does not alias a new block.
+ *   copies     memcpy, memmove and memset of the preloaded library (lib/checked_copy.c) check
+ *              their ranges against the block they fall in before they run.
+ *
+ * Huge blocks (above 1 MiB with the header) are not covered: they are page runs of their own, and
+ * an overflow past one runs into unmapped or guard pages more often than not.
+ * What each check costs is measured in docs/benchmarks.md; what each catches, in docs/design.md. */
+#define _GNU_SOURCE
+#include "heap/heap.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define HDR             16u            /* the header: a free block's two link words */
+#define FRONT           32u            /* the front canary, in classes of FRONT_MIN_CLASS bytes and up */
+#define FRONT_MIN_CLASS 1024u
+#define TAIL_MAX        32u            /* canary bytes written after the data */
+#define SIZE_BITS       48
+#define SIZE_MASK       (((uint64_t)1 << SIZE_BITS) - 1)
+
+typedef struct { uint64_t info, check; } hdr_t;   /* info: size | offset / 16 << SIZE_BITS */
+_Static_assert(sizeof(hdr_t) == sizeof(pm_block_t) && sizeof(hdr_t) == HDR, "the header is a free block's links");
+_Static_assert(PM_LARGE_MAX < ((size_t)1 << SIZE_BITS) && PM_POOL_ALIGN_MAX / 16 < ((size_t)1 << (64 - SIZE_BITS)),
+               "size and offset fit the info word");
+
+/* Keyed by the free key (random, start-up), mixed with the block's address. Even, while every
+ * free mark is odd (the key is odd, addresses 16-aligned), so no live header reads as free. */
+static uint64_t check_of(uint64_t info, const void *block) {
+    uint64_t x = info ^ ((uintptr_t)block * 0x9e3779b97f4a7c15u) ^ (_pm_free_key * 0xd6e8feb86659fd93u);
+    x ^= x >> 32;
+    x *= 0xd6e8feb86659fd93u;
+    x ^= x >> 32;
+    return x & ~(uint64_t)1;
+}
+
+static uint8_t canary_byte(void) { return (uint8_t)(_pm_free_key >> 48) | 1; }
+
+/* The data's offset in a block of a class of `block_size` bytes, alignment up to PM_ALIGN. */
+static size_t front_of(size_t block_size) { return HDR + (block_size >= FRONT_MIN_CLASS ? FRONT : 0); }
+
+/* The class for n bytes at `align` with header and at least one canary byte; PM_NCLASSES: huge.
+ * For an alignment above 16 the data lies at most `align` bytes in (the block is 16-aligned). */
+static unsigned class_for(size_t n, size_t align) {
+    size_t need;
+    if (align <= PM_ALIGN) {
+        if (__builtin_add_overflow(n, HDR + 1, &need) || need > PM_LARGE_MAX) return PM_NCLASSES;
+        unsigned c = _pm_class_of(need);
+        if (_pm_classes[c].size < FRONT_MIN_CLASS) return c;
+        need += FRONT;
+    } else if (align > PM_POOL_ALIGN_MAX || __builtin_add_overflow(n, align + 1, &need)) {
+        return PM_NCLASSES;
+    }
+    return need > PM_LARGE_MAX ? PM_NCLASSES : _pm_class_of(need);
+}
+
+/* The writes into blocks below must not go through our own memset and memcpy, which check the
+ * very bytes they write (lib/checked_copy.c): zeroing is libc's explicit_bzero, which no one
+ * interposes, and canaries, at most 32 bytes but for large alignments, a plain loop. */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+static void fill_canary(uint8_t *p, size_t n) {
+    uint8_t k = canary_byte();
+    for (size_t i = 0; i < n; i++) p[i] = k;
+}
+
+static size_t tail_canary(size_t block_size, size_t off, size_t n) {
+    size_t tail = block_size - off - n;
+    return tail < TAIL_MAX ? tail : TAIL_MAX;
+}
+
+/* Header and canaries for n bytes at offset off of a zero block. */
+static void *dress(uint8_t *block, size_t block_size, size_t off, size_t n) {
+    hdr_t *h = (hdr_t *)(void *)block;
+    h->info = n | (uint64_t)(off / 16) << SIZE_BITS;
+    h->check = check_of(h->info, block);
+    fill_canary(block + HDR, off - HDR);
+    fill_canary(block + off + n, tail_canary(block_size, off, n));
+    return block + off;
+}
+
+void *_pm_hard_alloc(pm_heap_t *heap, size_t size, size_t align, bool zero) {
+    unsigned c = class_for(size, align);
+    if (c == PM_NCLASSES) return _pm_huge_alloc(size, align, zero);
+    pm_block_t *b;
+    if (heap) {
+        pm_pool_t *pool = heap->avail[c + 1];          /* what the fast path would pop */
+        b = pool->free;
+        if (b) {
+            if (PM_UNLIKELY(b->mark != _pm_free_mark(b)))
+                _pm_fatal("malloc(): heap corruption: the free block at %p lost its free mark "
+                          "(written after free, or by an underflow of the block after it)", (void *)b);
+            pool->free = b->next;
+            _pm_pool_used_inc(pool);
+        } else {
+            b = _pm_heap_alloc(heap, c, false);
+        }
+    } else if (_pm_thread_is_dead()) {
+        b = _pm_orphan_alloc(c);
+    } else {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (b == NULL) return NULL;
+    uint8_t *block = (uint8_t *)b;
+    size_t block_size = _pm_classes[c].size;
+    size_t off = align <= PM_ALIGN ? front_of(block_size)
+                                   : (((uintptr_t)block + HDR + align - 1) & ~(uintptr_t)(align - 1)) - (uintptr_t)block;
+    return dress(block, block_size, off, size);
+}
+
+/* The block that p, an arena pointer, is the data of, with its header checked: aborts naming what
+ * is wrong. *n: the bytes asked for; *off: the data's offset. */
+static uint8_t *block_of(const char *func, pm_pool_t *pool, const void *p, size_t *n, size_t *off) {
+    uint64_t at_pool = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
+    uint32_t carved = __atomic_load_n(&pool->carved, __ATOMIC_RELAXED);
+    if (at_pool >= (uint64_t)carved * pool->block_size)
+        _pm_invalid_free(func, p, "invalid pointer (inside a poolmalloc arena but not in an allocated block)");
+    size_t i = (size_t)(((unsigned __int128)at_pool * pool->divisor) >> 64);   /* exact: pool.c */
+    uint8_t *block = pool->start + i * pool->block_size;
+    const hdr_t *h = (const hdr_t *)(const void *)block;
+    size_t at = (size_t)((const uint8_t *)p - block);
+    if (h->check == _pm_free_mark(block)) {
+        if (at == front_of(pool->block_size)) _pm_invalid_free(func, p, "double free (block is already free)");
+        _pm_invalid_free(func, p, "invalid pointer (inside a free block)");
+    }
+    if (h->check != check_of(h->info, block)) {
+        if (at % 16 == 0 && at >= HDR && at <= FRONT + HDR)
+            _pm_invalid_free(func, p, "heap-buffer-underflow (the block's header, just before its data, was overwritten)");
+        _pm_invalid_free(func, p, "invalid pointer (not the start of a live block)");
+    }
+    *n = (size_t)(h->info & SIZE_MASK);
+    *off = (size_t)(h->info >> SIZE_BITS) * 16;
+    if (at != *off) _pm_invalid_free(func, p, "invalid pointer (inside a block, not its start)");
+    return block;
+}
+
+static size_t first_nonzero(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n && p[i] == 0) i++;
+    return i;
+}
+
+/* The canaries and the zero rest of the block: an abort naming the first byte changed. */
+static void check_canaries(const char *func, const uint8_t *block, size_t block_size, const uint8_t *p, size_t n) {
+    uint8_t k = canary_byte();
+    for (const uint8_t *q = block + HDR; q < p; q++)
+        if (*q != k)
+            _pm_fatal("%s(): heap-buffer-underflow: the %zu-byte block at %p was written %zu bytes before its start",
+                      func, n, (const void *)p, (size_t)(p - q));
+    size_t off = (size_t)(p - block), t = tail_canary(block_size, off, n);
+    for (size_t i = 0; i < t; i++)
+        if (p[n + i] != k)
+            _pm_fatal("%s(): heap-buffer-overflow: the %zu-byte block at %p was written past its end (at +%zu)",
+                      func, n, (const void *)p, n + i);
+    size_t rest = block_size - off - n - t;
+    if (!_pm_bytes_zero(p + n + t, rest))
+        _pm_fatal("%s(): heap-buffer-overflow: the %zu-byte block at %p was written past its end (at +%zu)",
+                  func, n, (const void *)p, n + t + first_nonzero(p + n + t, rest));
+}
+
+void _pm_hard_free(const char *func, pm_pool_t *pool, void *p) {
+    size_t n, off;
+    uint8_t *block = block_of(func, pool, p, &n, &off);
+    check_canaries(func, block, pool->block_size, p, n);
+    _pm_forget_if_sampled(pool, p);
+    explicit_bzero(block + HDR, off - HDR + n + tail_canary(pool->block_size, off, n));
+    _pm_heap_quarantine(_pm_heap_get(), pool, (pm_block_t *)(void *)block);
+}
+
+size_t _pm_hard_usable(const char *func, const void *p) {
+    size_t n, off;
+    block_of(func, _pm_pool_of(p), p, &n, &off);
+    return n;
+}
+
+/* In place while the new size fits the block and (as in the default mode) keeps more than half
+ * of it; else a new block, the old one freed with every check. */
+void *_pm_hard_realloc(void *p, size_t size, void *ra) {
+    pm_pool_t *pool = _pm_pool_of(p);
+    size_t n, off, block_size = pool->block_size;
+    uint8_t *block = block_of("realloc", pool, p, &n, &off);
+    check_canaries("realloc", block, block_size, p, n);
+    if (size < block_size - off && (size > block_size / 2 || block_size <= PM_SMALL_MAX / 2)) {
+        size_t keep = n < size ? n : size;
+        explicit_bzero((uint8_t *)p + keep, n - keep + tail_canary(block_size, off, n));
+        return dress(block, block_size, off, size);
+    }
+    void *q = _pm_malloc_at(size, ra);
+    if (q == NULL) return NULL;
+    memcpy(q, p, n < size ? n : size);
+    _pm_hard_free("realloc", pool, p);
+    return q;
+}
+
+/* A copy of len bytes at addr, about to run: if addr lies in a live block, the range must lie in
+ * its data; in a free block, it is a use after free. Anything else (not a block, or a header that
+ * does not check) is left to the free to judge. */
+void _pm_hard_check_access(const char *func, const void *addr, size_t len) {
+    if (len == 0 || !_pm_is_arena_ptr(addr) || _pm_is_zero_ptr(addr)) return;
+    pm_pool_t *pool = _pm_pool_of(addr);
+    uint64_t at_pool = (uint64_t)((uintptr_t)addr - (uintptr_t)pool->start);
+    if (at_pool >= (uint64_t)__atomic_load_n(&pool->carved, __ATOMIC_RELAXED) * pool->block_size) return;
+    size_t i = (size_t)(((unsigned __int128)at_pool * pool->divisor) >> 64);
+    const uint8_t *block = pool->start + i * pool->block_size;
+    const hdr_t *h = (const hdr_t *)(const void *)block;
+    if (h->check == _pm_free_mark(block))
+        _pm_fatal("%s(): use after free: %zu bytes at %p, in the free block at %p", func, len, addr,
+                  (const void *)(block + front_of(pool->block_size)));
+    if (h->check != check_of(h->info, block)) return;
+    const uint8_t *p = block + (size_t)(h->info >> SIZE_BITS) * 16;
+    size_t n = (size_t)(h->info & SIZE_MASK);
+    if ((const uint8_t *)addr < p)
+        _pm_fatal("%s(): heap-buffer-underflow: %zu bytes at %p start %zu bytes before the %zu-byte block at %p",
+                  func, len, addr, (size_t)(p - (const uint8_t *)addr), n, (const void *)p);
+    size_t start = (size_t)((const uint8_t *)addr - p);
+    if (start >= n || len > n - start)
+        _pm_fatal("%s(): heap-buffer-overflow: %zu bytes at %p run %zu bytes past the end of the %zu-byte block at %p",
+                  func, len, addr, start + len - n, n, (const void *)p);
+}
