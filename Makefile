@@ -75,8 +75,10 @@ $(BUILD)/tests/unit: $(UNIT_SRCS) $(wildcard tests/unit/*.h) examples/gc_listdic
 	$(CC) -std=gnu11 -O1 -g $(TEST_CFLAGS) $(EXTRA_CFLAGS) -Iinclude -Ilib -Itests/unit \
 	    $(UNIT_SRCS) -o $@ $(BUILD)/libpoolmalloc.a -lcriterion $(LDLIBS_LIB)
 
+# The harden suite needs hardened:true from start-up (tests/unit/heap/test_harden.c): a second run.
 unit: $(BUILD)/tests/unit
 	$(BUILD)/tests/unit --jobs 2
+	POOLMALLOC_CONF=hardened:true $(BUILD)/tests/unit --jobs 2 --filter 'harden/*'
 
 # Sanitizer builds. UBSan does not replace malloc, so the whole unit suite runs on a UBSan build
 # of the library. ASan and TSan bring their own malloc: there the library is built without the
@@ -165,6 +167,7 @@ debug: deps
 unit-debug: deps
 	$(MAKE) --no-print-directory PM_DEPS_DONE=1 BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" $(BUILD)/debug/tests/unit
 	$(BUILD)/debug/tests/unit --jobs 2
+	POOLMALLOC_CONF=hardened:true $(BUILD)/debug/tests/unit --jobs 2 --filter 'harden/*'
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/poolmalloc $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin

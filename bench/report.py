@@ -40,6 +40,9 @@ class Results:
                 self.bad[wl, al].append(r["status"])
         self.allocs = [a for a in ORDER if a in allocs] + sorted(allocs - set(ORDER))
         self.main_allocs = [a for a in self.allocs if a != "pymalloc"]
+        # poolmalloc's own modes (bench/run.sh BENCH_POOL_MODES): never peers
+        self.modes = [a for a in self.allocs if a.startswith(POOL + "-")]
+        self.peers = [a for a in self.main_allocs if a != POOL and a not in self.modes]
         self.timed = [w for w in self.workloads if w not in NOT_TIMED]
 
     def median(self, wl, al, field):
@@ -107,7 +110,7 @@ def read_meta(path):
 def time_section(res, lines):
     allocs = res.main_allocs
     has_pool = POOL in allocs and any(res.time(w, POOL) for w in res.timed)
-    peers = [a for a in allocs if a != POOL]
+    peers = res.peers
     norm = "jemalloc" if "jemalloc" in allocs else "glibc"
     header = ["workload"] + allocs
     if has_pool:
@@ -183,13 +186,43 @@ def median_table(res, lines, field, divisor, digits, against=None):
             k = res.median(wl, al, field)
             row.append(fmt(k / divisor, digits) if k is not None else res.failure(wl, al))
         if POOL in allocs:
-            peers = [against] if against in allocs else [p for p in allocs if p not in (POOL, "glibc")]
+            peers = [against] if against in allocs else [p for p in res.peers if p != "glibc"]
             best = [b for b in (res.median(wl, p, field) for p in peers) if b]
             k = res.median(wl, POOL, field)
             row.append(fmt(k / min(best), 2) if k is not None and best else "—")
         rows.append(row)
     name = "pool/%s" % against if against in allocs else "pool/best peer"
     lines += table(["workload"] + allocs + ([name] if POOL in allocs else []), rows)
+    lines.append("")
+
+
+def modes_section(res, lines):
+    """Each poolmalloc mode's median time, peak RSS and page faults over the default's."""
+    if not res.modes or not any(res.time(w, POOL) for w in res.timed):
+        return
+    lines.append("## poolmalloc's modes (median ÷ poolmalloc's default; 1.00: no cost)")
+    lines.append("")
+    header = ["workload"]
+    for m in res.modes:
+        header += ["%s time" % m, "%s RSS" % m, "%s faults" % m]
+    rows, ratios = [], defaultdict(list)
+    for wl in res.timed:
+        row = [wl]
+        for m in res.modes:
+            for field in ("elapsed_s", "maxrss_kib", "minflt"):
+                a, b = res.median(wl, m, field), res.median(wl, POOL, field)
+                if a is not None and b:
+                    row.append(fmt(a / b, 2))
+                    ratios[m, field].append(a / b)
+                else:
+                    row.append(res.failure(wl, m) if a is None else "—")
+        rows.append(row)
+    g = ["**geomean**"]
+    for m in res.modes:
+        g += ["**%s**" % fmt(geomean(ratios[m, f]), 2) if ratios[m, f] else "—"
+              for f in ("elapsed_s", "maxrss_kib", "minflt")]
+    rows.append(g)
+    lines += table(header, rows)
     lines.append("")
 
 
@@ -309,6 +342,7 @@ def main():
     lines.append("")
 
     time_section(res, lines)
+    modes_section(res, lines)
     rss_section(res, lines)
     faults_section(res, lines)
     python_section(res, lines)

@@ -49,6 +49,12 @@
 #                    (0 to skip them in full mode)
 #   BENCH_WORKLOADS  run only these workloads (space-separated names), e.g.
 #                    BENCH_WORKLOADS="churn mixed" for a quick look
+#   BENCH_POOL_MODES poolmalloc set-ups to run beside the default, as NAME=CONF
+#                    or NAME=CONF@LIBRARY words (default "hardened=hardened:true";
+#                    "" for none): each is a column poolmalloc-NAME, set against
+#                    poolmalloc's default (bench/hardened.sh uses @ for its builds)
+#   BENCH_ALLOCATORS run only these columns (space-separated names, e.g.
+#                    "poolmalloc poolmalloc-hardened"), for a quick look
 #   CC               compiler for the workloads (default cc)
 #
 # Runs are interleaved (for each repetition, for each workload, for each
@@ -120,6 +126,7 @@ ALLOCS=()
 declare -A LIB=()
 add_alloc() { # name library-or-empty
   local name=$1 lib=$2
+  if [ -n "${BENCH_ALLOCATORS:-}" ] && ! [[ " $BENCH_ALLOCATORS " == *" $name "* ]]; then return; fi
   if [ -n "$lib" ]; then
     if [ ! -e "$lib" ]; then
       note "$name: $lib not found, skipped"
@@ -141,6 +148,15 @@ add_alloc jemalloc /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 add_alloc mimalloc /usr/lib/x86_64-linux-gnu/libmimalloc.so.2
 add_alloc tcmalloc /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 add_alloc poolmalloc "$POOL_SO"
+# poolmalloc's other modes, as columns of their own: NAME=POOLMALLOC_CONF pairs. The report sets
+# each against poolmalloc's default (never against the peers).
+declare -A CONF=()
+for mode in ${BENCH_POOL_MODES-hardened=hardened:true}; do
+  rest=${mode#*=}
+  so=$POOL_SO; [[ $rest == *@* ]] && so=${rest#*@}
+  add_alloc "poolmalloc-${mode%%=*}" "$so"
+  CONF[poolmalloc-${mode%%=*}]=${rest%%@*}
+done
 
 # CPU time of the whole machine (busy and stolen, in seconds) from /proc/stat
 machine_cpu() {
@@ -199,6 +215,7 @@ run_one() { # rep workload allocator
     glibc|pymalloc) envs+=(-u LD_PRELOAD) ;;
     *) envs+=(-e "LD_PRELOAD=${LIB[$alloc]}") ;;
   esac
+  if [ -n "${CONF[$alloc]:-}" ]; then envs+=(-e "POOLMALLOC_CONF=${CONF[$alloc]}"); fi
   if [ "$wl" = python ]; then
     envs+=(-e PYTHONHASHSEED=0)
     if [ "$alloc" = pymalloc ]; then envs+=(-u PYTHONMALLOC); else envs+=(-e PYTHONMALLOC=malloc); fi

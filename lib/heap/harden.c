@@ -14,10 +14,13 @@
  *              alignment above 16, whatever aligns the data) and up to 32 bytes after the data hold
  *              a random byte; the rest of the block after them is zero. Each free and realloc checks
  *              all of it, so an overflow anywhere inside the block is caught at its free.
- *   zeroing    a freed block is zeroed past its header. Free blocks are zero (carving zeroes them
- *              too, pool.c), so malloc hands out zeroed memory and calloc need not clear.
+ *   zeroing    a freed block is zeroed past its header, as far as its span: the whole block in
+ *              classes up to PM_HARD_SPAN_MAX (4 KiB of data and more), its first 4 KiB + 128
+ *              bytes above (zeroing whole megabytes at every free would cost more than the
+ *              program's own work). Free blocks are zero over their span (carving zeroes it too,
+ *              pool.c), so malloc hands out memory zeroed that far, and calloc clears the rest.
  *   quarantine the freed block waits in its thread's quarantine (heap.c) until 256 KiB of later
- *              frees push it out; it must still be zero then, else it was written after the free.
+ *              frees push it out; its span must still be zero then, else it was written after the free.
  *              Until then no allocation returns it: a dangling pointer does not alias a new block.
  *   copies     memcpy, memmove and memset of the preloaded library (lib/checked_copy.c) check
  *              their ranges against the block they fall in before they run.
@@ -76,10 +79,25 @@ static unsigned class_for(size_t n, size_t align) {
 /* The writes into blocks below must not go through our own memset and memcpy, which check the
  * very bytes they write (lib/checked_copy.c): zeroing is libc's explicit_bzero, which no one
  * interposes, and canaries, at most 32 bytes but for large alignments, a plain loop. */
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
-static void fill_canary(uint8_t *p, size_t n) {
-    uint8_t k = canary_byte();
-    for (size_t i = 0; i < n; i++) p[i] = k;
+#define PM_NO_PATTERNS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+static uint64_t canary_word(void) { return canary_byte() * 0x0101010101010101u; }
+
+PM_NO_PATTERNS static void fill_canary(uint8_t *p, size_t n) {
+    uint64_t k = canary_word();
+    for (; n >= 8; p += 8, n -= 8) __builtin_memcpy(p, &k, 8);
+    for (; n; p++, n--) *p = (uint8_t)k;
+}
+
+/* The offset of the first byte in [p, p + n) that is not the canary, or n. */
+static size_t canary_intact(const uint8_t *p, size_t n) {
+    uint64_t k = canary_word(), w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __builtin_memcpy(&w, p + i, 8);
+        if (w != k) break;
+    }
+    for (; i < n; i++) if (p[i] != (uint8_t)k) return i;
+    return n;
 }
 
 static size_t tail_canary(size_t block_size, size_t off, size_t n) {
@@ -87,49 +105,91 @@ static size_t tail_canary(size_t block_size, size_t off, size_t n) {
     return tail < TAIL_MAX ? tail : TAIL_MAX;
 }
 
+/* What each technique costs is measured by leaving it out: bench/hardened.sh builds the library
+ * with each of these defined in turn (never a shipped configuration).
+ *   PM_HARD_NO_CANARY      no canaries written or checked (the header stays)
+ *   PM_HARD_NO_ZERO        freed blocks not zeroed nor checked when they leave quarantine
+ *   PM_HARD_NO_QUARANTINE  freed blocks reusable at once */
+#ifdef PM_HARD_NO_CANARY
+#define CANARIES 0
+#else
+#define CANARIES 1
+#endif
+#ifdef PM_HARD_NO_ZERO
+#define ZEROING 0
+#else
+#define ZEROING 1
+#endif
+
 /* Header and canaries for n bytes at offset off of a zero block. */
 static void *dress(uint8_t *block, size_t block_size, size_t off, size_t n) {
     hdr_t *h = (hdr_t *)(void *)block;
     h->info = n | (uint64_t)(off / 16) << SIZE_BITS;
     h->check = check_of(h->info, block);
-    fill_canary(block + HDR, off - HDR);
-    fill_canary(block + off + n, tail_canary(block_size, off, n));
+    if (CANARIES) {
+        fill_canary(block + HDR, off - HDR);
+        fill_canary(block + off + n, tail_canary(block_size, off, n));
+    }
     return block + off;
+}
+
+/* A free block of class c from the heap: what the fast path would pop, else the heap's slow path. */
+static pm_block_t *pop(pm_heap_t *heap, unsigned c) {
+    pm_pool_t *pool = heap->avail[c + 1];
+    pm_block_t *b = pool->free;
+    if (b == NULL) return _pm_heap_alloc(heap, c, false);
+    if (PM_UNLIKELY(b->mark != _pm_free_mark(b)))
+        _pm_heap_fatal(b, "malloc(): heap corruption: the free block at %p lost its free mark "
+                       "(written after free, or by an underflow of the block after it)", (void *)b);
+    pool->free = b->next;
+    _pm_pool_used_inc(pool);
+    return b;
 }
 
 void *_pm_hard_alloc(pm_heap_t *heap, size_t size, size_t align, bool zero) {
     unsigned c = class_for(size, align);
     if (c == PM_NCLASSES) return _pm_huge_alloc(size, align, zero);
     pm_block_t *b;
-    if (heap) {
-        pm_pool_t *pool = heap->avail[c + 1];          /* what the fast path would pop */
-        b = pool->free;
-        if (b) {
-            if (PM_UNLIKELY(b->mark != _pm_free_mark(b)))
-                _pm_fatal("malloc(): heap corruption: the free block at %p lost its free mark "
-                          "(written after free, or by an underflow of the block after it)", (void *)b);
-            pool->free = b->next;
-            _pm_pool_used_inc(pool);
-        } else {
-            b = _pm_heap_alloc(heap, c, false);
-        }
-    } else if (_pm_thread_is_dead()) {
-        b = _pm_orphan_alloc(c);
-    } else {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (heap) b = pop(heap, c);
+    else if (_pm_thread_is_dead()) b = _pm_orphan_alloc(c);
+    else { errno = ENOMEM; return NULL; }
     if (b == NULL) return NULL;
     uint8_t *block = (uint8_t *)b;
     size_t block_size = _pm_classes[c].size;
     size_t off = align <= PM_ALIGN ? front_of(block_size)
                                    : (((uintptr_t)block + HDR + align - 1) & ~(uintptr_t)(align - 1)) - (uintptr_t)block;
-    return dress(block, block_size, off, size);
+    uint8_t *p = dress(block, block_size, off, size);
+    size_t span = ZEROING ? PM_HARD_SPAN(block_size) : off;
+    if (zero && off + size > span) explicit_bzero(block + span, off + size - span);   /* past the span: dirty */
+    return p;
+}
+
+/* malloc's way here: the sampler's countdown and a pop, without _pm_allocate's generality. */
+void *_pm_hard_malloc(size_t size, void *ra) {
+    pm_heap_t *heap = _pm_heap_get();
+    unsigned c = class_for(size, PM_ALIGN);
+    if (PM_UNLIKELY(heap == NULL || c == PM_NCLASSES)) return _pm_allocate(size, c, PM_ALIGN, false, false, ra);
+    if (PM_UNLIKELY((heap->sample.left -= (int64_t)size) < 0 ||
+                    heap->sample.epoch != atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed)))
+        return _pm_allocate(size, c, PM_ALIGN, true, false, ra);
+    pm_block_t *b = pop(heap, c);
+    if (b == NULL) return NULL;
+    size_t block_size = _pm_classes[c].size;
+    return dress((uint8_t *)b, block_size, front_of(block_size), size);
 }
 
 /* The block that p, an arena pointer, is the data of, with its header checked: aborts naming what
  * is wrong. *n: the bytes asked for; *off: the data's offset. */
 static uint8_t *block_of(const char *func, pm_pool_t *pool, const void *p, size_t *n, size_t *off) {
+    /* the common case first: p is the data of a live block at the class's own offset */
+    uint8_t *guess = (uint8_t *)p - front_of(pool->block_size);
+    const hdr_t *g = (const hdr_t *)(const void *)guess;
+    if (PM_LIKELY(_pm_pool_is_block_start(pool, guess) && g->check == check_of(g->info, guess) &&
+                  (g->info >> SIZE_BITS) * 16 == front_of(pool->block_size))) {
+        *n = (size_t)(g->info & SIZE_MASK);
+        *off = front_of(pool->block_size);
+        return guess;
+    }
     uint64_t at_pool = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
     uint32_t carved = __atomic_load_n(&pool->carved, __ATOMIC_RELAXED);
     if (at_pool >= (uint64_t)carved * pool->block_size)
@@ -159,22 +219,28 @@ static size_t first_nonzero(const uint8_t *p, size_t n) {
     return i;
 }
 
-/* The canaries and the zero rest of the block: an abort naming the first byte changed. */
+/* The canaries, and the zero rest of the block as far as the span: an abort naming the first
+ * byte changed. */
 static void check_canaries(const char *func, const uint8_t *block, size_t block_size, const uint8_t *p, size_t n) {
-    uint8_t k = canary_byte();
-    for (const uint8_t *q = block + HDR; q < p; q++)
-        if (*q != k)
-            _pm_fatal("%s(): heap-buffer-underflow: the %zu-byte block at %p was written %zu bytes before its start",
-                      func, n, (const void *)p, (size_t)(p - q));
-    size_t off = (size_t)(p - block), t = tail_canary(block_size, off, n);
-    for (size_t i = 0; i < t; i++)
-        if (p[n + i] != k)
-            _pm_fatal("%s(): heap-buffer-overflow: the %zu-byte block at %p was written past its end (at +%zu)",
-                      func, n, (const void *)p, n + i);
-    size_t rest = block_size - off - n - t;
-    if (!_pm_bytes_zero(p + n + t, rest))
-        _pm_fatal("%s(): heap-buffer-overflow: the %zu-byte block at %p was written past its end (at +%zu)",
-                  func, n, (const void *)p, n + t + first_nonzero(p + n + t, rest));
+    if (!CANARIES) return;
+    size_t off = (size_t)(p - block), front = off - HDR, t = tail_canary(block_size, off, n), at;
+    if ((at = canary_intact(block + HDR, front)) < front)
+        _pm_heap_fatal(p, "%s(): heap-buffer-underflow: the %zu-byte block at %p was written %zu bytes before its start",
+                  func, n, (const void *)p, front - at);
+    if ((at = canary_intact(p + n, t)) < t)
+        _pm_heap_fatal(p, "%s(): heap-buffer-overflow: the %zu-byte block at %p was written past its end (at +%zu)",
+                  func, n, (const void *)p, n + at);
+    size_t end = off + n + t, span = PM_HARD_SPAN(block_size);
+    if (ZEROING && end < span && !_pm_bytes_zero(block + end, span - end))
+        _pm_heap_fatal(p, "%s(): heap-buffer-overflow: the %zu-byte block at %p was written past its end (at +%zu)",
+                  func, n, (const void *)p, n + t + first_nonzero(block + end, span - end));
+}
+
+/* What the free must zero: the front canary, the data and the tail canary, up to the span. */
+static void zero_used(uint8_t *block, size_t block_size, size_t off, size_t n) {
+    if (!ZEROING) return;
+    size_t end = off + n + tail_canary(block_size, off, n), span = PM_HARD_SPAN(block_size);
+    explicit_bzero(block + HDR, (end < span ? end : span) - HDR);
 }
 
 void _pm_hard_free(const char *func, pm_pool_t *pool, void *p) {
@@ -182,7 +248,7 @@ void _pm_hard_free(const char *func, pm_pool_t *pool, void *p) {
     uint8_t *block = block_of(func, pool, p, &n, &off);
     check_canaries(func, block, pool->block_size, p, n);
     _pm_forget_if_sampled(pool, p);
-    explicit_bzero(block + HDR, off - HDR + n + tail_canary(pool->block_size, off, n));
+    zero_used(block, pool->block_size, off, n);
     _pm_heap_quarantine(_pm_heap_get(), pool, (pm_block_t *)(void *)block);
 }
 
@@ -200,6 +266,7 @@ void *_pm_hard_realloc(void *p, size_t size, void *ra) {
     uint8_t *block = block_of("realloc", pool, p, &n, &off);
     check_canaries("realloc", block, block_size, p, n);
     if (size < block_size - off && (size > block_size / 2 || block_size <= PM_SMALL_MAX / 2)) {
+        /* the old canary and any shrunk-off data become zero, or (past the span) data again */
         size_t keep = n < size ? n : size;
         explicit_bzero((uint8_t *)p + keep, n - keep + tail_canary(block_size, off, n));
         return dress(block, block_size, off, size);
@@ -223,16 +290,16 @@ void _pm_hard_check_access(const char *func, const void *addr, size_t len) {
     const uint8_t *block = pool->start + i * pool->block_size;
     const hdr_t *h = (const hdr_t *)(const void *)block;
     if (h->check == _pm_free_mark(block))
-        _pm_fatal("%s(): use after free: %zu bytes at %p, in the free block at %p", func, len, addr,
+        _pm_heap_fatal(block, "%s(): use after free: %zu bytes at %p, in the free block at %p", func, len, addr,
                   (const void *)(block + front_of(pool->block_size)));
     if (h->check != check_of(h->info, block)) return;
     const uint8_t *p = block + (size_t)(h->info >> SIZE_BITS) * 16;
     size_t n = (size_t)(h->info & SIZE_MASK);
     if ((const uint8_t *)addr < p)
-        _pm_fatal("%s(): heap-buffer-underflow: %zu bytes at %p start %zu bytes before the %zu-byte block at %p",
+        _pm_heap_fatal(p, "%s(): heap-buffer-underflow: %zu bytes at %p start %zu bytes before the %zu-byte block at %p",
                   func, len, addr, (size_t)(p - (const uint8_t *)addr), n, (const void *)p);
     size_t start = (size_t)((const uint8_t *)addr - p);
     if (start >= n || len > n - start)
-        _pm_fatal("%s(): heap-buffer-overflow: %zu bytes at %p run %zu bytes past the end of the %zu-byte block at %p",
+        _pm_heap_fatal(p, "%s(): heap-buffer-overflow: %zu bytes at %p run %zu bytes past the end of the %zu-byte block at %p",
                   func, len, addr, start + len - n, n, (const void *)p);
 }

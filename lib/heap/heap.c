@@ -494,8 +494,8 @@ void _pm_heap_free_remote(pm_pool_t *pool, pm_block_t *block) {
 
 /* ---- the hardened quarantine ----
  * A FIFO through the blocks' first words (the second holds the free mark, so that a second free
- * is still a double free). Leaving it, a block must still be zero past its header: anything else
- * was written after the free. Then it is freed as the fast path would: onto its pool's free list
+ * is still a double free). Leaving it, a block must still be zero past its header, over its span
+ * (PM_HARD_SPAN): anything else was written after the free. Then it is freed as the fast path would: onto its pool's free list
  * when the pool is this heap's, else onto the pool's remote stack. */
 
 static void quarantine_release(pm_heap_t *heap, pm_block_t *block) {
@@ -504,13 +504,15 @@ static void quarantine_release(pm_heap_t *heap, pm_block_t *block) {
     heap->quarantine = block->next;
     if (heap->quarantine == NULL) heap->quarantine_tail = NULL;
     heap->quarantine_bytes -= size;
-    if (!_pm_bytes_zero((uint8_t *)block + sizeof *block, size - sizeof *block)) {
+#ifndef PM_HARD_NO_ZERO          /* cost measurement only (harden.c) */
+    if (!_pm_bytes_zero((uint8_t *)block + sizeof *block, PM_HARD_SPAN(size) - sizeof *block)) {
         const uint8_t *b = (const uint8_t *)block;
         size_t at = sizeof *block;
         while (b[at] == 0) at++;
-        _pm_fatal("free(): write after free: the block at %p (%u bytes) was written after it was freed "
+        _pm_heap_fatal(block, "free(): write after free: the block at %p (%u bytes) was written after it was freed "
                   "(first changed byte at +%zu: 0x%02x)", (void *)block, size, at, b[at]);
     }
+#endif
     if (pool->heap == heap) {
         block->next = pool->free;
         pool->free = block;
@@ -532,8 +534,12 @@ void _pm_heap_quarantine(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *block) {
     else heap->quarantine = block;
     heap->quarantine_tail = block;
     heap->quarantine_bytes += pool->block_size;
+#ifdef PM_HARD_NO_QUARANTINE     /* cost measurement only (harden.c) */
+    quarantine_release(heap, block);
+#else
     while (heap->quarantine_bytes > PM_QUARANTINE_BYTES && heap->quarantine != block)
         quarantine_release(heap, heap->quarantine);
+#endif
 }
 
 void _pm_heap_quarantine_flush(pm_heap_t *heap) {

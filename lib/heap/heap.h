@@ -156,6 +156,9 @@ typedef struct {
     bool (*arm)(pm_sample_point_t *sp, size_t size);                      /* sample this one? */
     void (*record)(pm_sample_point_t *sp, void *p, size_t size, void *ra); /* p: just allocated */
     void (*forget)(void *p);                                              /* p, sampled, is freed */
+    /* For an error message about p (a block, or an address just inside one): append where a
+     * sampled block there was allocated, if the sampler knows. May not wait for a lock. */
+    bool (*describe)(const void *p, pm_out_t *o);
 } pm_sampler_t;
 /* With sampling off the countdown still runs: it comes back to the slow path every 1 GiB, or sooner
  * when the epoch changes, which is how a sampler or a rate set at run time reaches every thread. */
@@ -277,6 +280,10 @@ PM_INLINE uintptr_t _pm_free_mark(const void *b) { return _pm_free_key ^ (uintpt
 extern pm_pool_t _pm_pool_empty;           /* free == NULL: sends every allocation to the slow path */
 void   _pm_pool_init(pm_pool_t *pool, pm_heap_t *heap);
 bool   _pm_pool_refill(pm_pool_t *pool);   /* drain remote, else carve; false when full */
+/* A memory error at p: one line with the sampler's account of p's block (its allocation site, when
+ * sampled), then abort. Every error of the heap ends here. */
+_Noreturn void _pm_heap_fatal(const void *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void   _pm_heap_set_describer(bool (*describe)(const void *p, pm_out_t *o));
 bool   _pm_pool_carve(pm_pool_t *pool);    /* a page of fresh blocks onto the free list; false: none left */
 size_t _pm_pool_drain_remote(pm_pool_t *pool);
 bool   _pm_pool_mark_full(pm_pool_t *pool);/* false if a remote free arrived meanwhile */
@@ -372,6 +379,9 @@ const char *_pm_heap_check(pm_heap_t *heap);          /* owner: NULL, or the inv
  * quarantine; the oldest leave it, checked to be still zero, once it holds more than
  * PM_QUARANTINE_BYTES (the newest always stays). heap NULL: free it now. */
 #define PM_QUARANTINE_BYTES (256 * PM_KIB)
+/* Hardened: what a free zeroes and the quarantine checks, from the block's start (harden.c). */
+#define PM_HARD_SPAN_MAX    (4 * PM_KIB + 128)
+#define PM_HARD_SPAN(block_size) ((size_t)(block_size) < PM_HARD_SPAN_MAX ? (size_t)(block_size) : PM_HARD_SPAN_MAX)
 void  _pm_heap_quarantine(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *block);
 void  _pm_heap_quarantine_flush(pm_heap_t *heap);
 bool  _pm_bytes_zero(const void *p, size_t n);       /* pool.c */
@@ -410,6 +420,7 @@ PM_INLINE void _pm_heap_start(void) {
  * a 16-byte header before the data, canaries around it, freed blocks zeroed and quarantined. */
 extern bool _pm_hardened;                            /* fixed at start-up, before the first block */
 void  *_pm_hard_alloc(pm_heap_t *heap, size_t size, size_t align, bool zero); /* heap NULL: orphan */
+void  *_pm_hard_malloc(size_t size, void *ra);                     /* from _pm_malloc_slow */
 void   _pm_hard_free(const char *func, pm_pool_t *pool, void *p);   /* p: an arena pointer */
 size_t _pm_hard_usable(const char *func, const void *p);            /* the bytes asked for */
 void  *_pm_hard_realloc(void *p, size_t size, void *ra);

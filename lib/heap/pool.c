@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include "heap/heap.h"
 
+#include <stdarg.h>
 #include <string.h>
 
 pm_pool_t _pm_pool_empty;
@@ -51,7 +52,13 @@ bool _pm_pool_carve(pm_pool_t *pool) {
     if (n == 0) n = 1;
     if (n > left) n = left;
     uint8_t *first = pool->start + (size_t)pool->carved * pool->block_size;
-    if (_pm_hardened) explicit_bzero(first, (size_t)n * pool->block_size); /* free blocks are zero (harden.c) */
+#ifndef PM_HARD_NO_ZERO
+    if (_pm_hardened) {                 /* free blocks are zero over their span (harden.c) */
+        size_t span = PM_HARD_SPAN(pool->block_size);
+        if (span == pool->block_size) explicit_bzero(first, (size_t)n * span);
+        else for (uint32_t i = 0; i < n; i++) explicit_bzero(first + (size_t)i * pool->block_size, span);
+    }
+#endif
     pm_block_t *b = (pm_block_t *)first;
     for (uint32_t i = 0; i + 1 < n; i++) {
         pm_block_t *next = (pm_block_t *)((uint8_t *)b + pool->block_size);
@@ -64,6 +71,34 @@ bool _pm_pool_carve(pm_pool_t *pool) {
     pool->free = (pm_block_t *)first;
     pool->carved += n;
     return true;
+}
+
+static bool (*_Atomic describer)(const void *p, pm_out_t *o);
+
+void _pm_heap_set_describer(bool (*describe)(const void *p, pm_out_t *o)) {
+    atomic_store_explicit(&describer, describe, memory_order_release);
+}
+
+_Noreturn void _pm_heap_fatal(const void *p, const char *fmt, ...) {
+    char buf[1024];
+    pm_out_t o;
+    _pm_out_init(&o, buf, sizeof buf - 1, -1);
+    va_list ap;
+    va_start(ap, fmt);
+    _pm_out_vprintf(&o, fmt, ap);
+    va_end(ap);
+    bool (*describe)(const void *, pm_out_t *) = atomic_load_explicit(&describer, memory_order_acquire);
+    if (describe && !describe(p, &o) && _pm_is_arena_ptr(p) && !_pm_is_zero_ptr(p)) {
+        /* p inside a block: the block's address, or (hardened) its data 16 or 48 bytes in */
+        const pm_pool_t *pool = _pm_pool_of(p);
+        uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
+        if (off < (uint64_t)pool->capacity * pool->block_size) {
+            const uint8_t *block = pool->start + (size_t)(((unsigned __int128)off * pool->divisor) >> 64) * pool->block_size;
+            if (!describe(block, &o) && !describe(block + 16, &o)) describe(block + 48, &o);
+        }
+    }
+    buf[o.len < sizeof buf - 1 ? o.len : sizeof buf - 1] = 0;
+    _pm_fatal("%s", buf);
 }
 
 /* Word by word: the hardened checks run this over every freed block. */

@@ -9,10 +9,10 @@
 void *_pm_calloc_at(size_t n, size_t size, void *ra) {
     size_t total;
     if (__builtin_mul_overflow(n, size, &total)) { errno = ENOMEM; return NULL; }
-    if (total > PM_LARGE_MAX)     /* a fresh mapping: already zero */
+    if (total > PM_LARGE_MAX || (_pm_hardened && total > 0))   /* a fresh mapping, or hardened: zero where needed */
         return _pm_allocate(total, PM_NCLASSES, PM_ALIGN, false, true, ra);
     void *p = _pm_malloc_at(total, ra);
-    if (p && !(_pm_hardened && _pm_is_arena_ptr(p))) memset(p, 0, total);   /* hardened: free blocks are zero */
+    if (p) memset(p, 0, total);
     return p;
 }
 
@@ -68,7 +68,7 @@ void *_pm_realloc_at(void *p, size_t size, void *ra) {
 void *_pm_memalign_at(size_t align, size_t size, void *ra) {
     if (align <= PM_ALIGN) return _pm_malloc_at(size, ra);
     _pm_heap_start();
-    if (size < align) size = align;
+    if (size < align && !_pm_hardened) size = align;   /* hardened: class_for aligns any size */
     if (align <= PM_POOL_ALIGN_MAX && size <= PM_LARGE_MAX) {
         for (unsigned c = _pm_class_of(size); c < PM_NCLASSES; c++)
             if (_pm_classes[c].size % align == 0) return _pm_allocate(size, c, align, false, false, ra);

@@ -14,6 +14,7 @@ static const pm_sampler_t *_Atomic sampler;   /* lens/sample.c's, once start-up 
 void _pm_heap_resample(void) { atomic_fetch_add(&_pm_sample_epoch, 1); }
 
 void _pm_heap_set_sampler(const pm_sampler_t *s) {
+    _pm_heap_set_describer(s->describe);
     atomic_store_explicit(&sampler, s, memory_order_release);
     _pm_heap_resample();
 }
@@ -62,12 +63,13 @@ void *_pm_allocate(size_t size, unsigned c, size_t align, bool counted, bool zer
 
 void *_pm_malloc_slow(size_t size, bool counted, void *ra) {
     if (size == 0) return _pm_zero_alloc();
+    if (_pm_hardened) return _pm_hard_malloc(size, ra);   /* the fast path never counts then */
     unsigned c = size <= PM_LARGE_MAX ? _pm_class_of(size) : PM_NCLASSES;
     return _pm_allocate(size, c, PM_ALIGN, counted, false, ra);
 }
 
 void _pm_invalid_free(const char *func, const void *p, const char *why) {
-    _pm_fatal("%s(): %s: %p", func, why, p);
+    _pm_heap_fatal(p, "%s(): %s: %p", func, why, p);
 }
 
 /* Check a pointer into one of our arenas before it is freed or resized. */

@@ -70,7 +70,14 @@ size_t _pm_sample_rate(void) { return atomic_load_explicit(&sample_rate, memory_
 static bool arm(pm_sample_point_t *sp, size_t size);
 static void record(pm_sample_point_t *sp, void *p, size_t size, void *ra);
 static void forget(void *p);
-static const pm_sampler_t sampler = { arm, record, forget };   /* the heap's hook (heap.h) */
+static bool describe(const void *p, pm_out_t *o);
+static const pm_sampler_t sampler = { arm, record, forget, describe };   /* the heap's hook (heap.h) */
+
+/* The last sampled blocks freed, so that an error found after the free (a double free, a write
+ * after free) can still name where the block was allocated. Under sample_lock. */
+#define FREED_RING 64
+static struct { uintptr_t addr; uint64_t size; uint32_t site; } freed[FREED_RING];
+static unsigned freed_next;
 
 void _pm_sample_set_rate(size_t rate) {
     atomic_store(&sample_rate, rate);
@@ -244,6 +251,10 @@ static void forget(void *p) {
     pthread_mutex_lock(&sample_lock);
     live_t *e = _pm_table_find(&live, (uintptr_t)p);
     if (e) {
+        freed[freed_next % FREED_RING].addr = e->addr;
+        freed[freed_next % FREED_RING].size = e->size;
+        freed[freed_next % FREED_RING].site = e->site;
+        freed_next++;
         pm_site_t *s = &sites[e->site];
         s->live_count--; s->live_bytes -= e->size;
         s->live_est_count -= e->weight; s->live_est_bytes -= e->weight * (double)e->size;
@@ -251,6 +262,31 @@ static void forget(void *p) {
         _pm_table_erase(&live, e);
     }
     sample_unlock();
+}
+
+/* An error at p: the site of the sampled block that starts at p, live, or among the last freed
+ * the one p lies in (a hardened block's header starts up to 64 bytes before its data). The process
+ * is about to abort, so the lock is only tried: an error inside the sampler names no site. */
+static bool describe(const void *p, pm_out_t *o) {
+    void *frames[PM_MAX_FRAMES];
+    unsigned n = 0;
+    bool was_freed = false;
+    if (pthread_mutex_trylock(&sample_lock) != 0) return false;
+    const live_t *e = _pm_table_find(&live, (uintptr_t)p);
+    long site = e ? (long)e->site : -1;
+    for (unsigned i = 0; site < 0 && i < FREED_RING && i < freed_next; i++) {
+        unsigned k = (freed_next - 1 - i) % FREED_RING;        /* the newest first */
+        uintptr_t a = (uintptr_t)p;
+        if (a + 64 > freed[k].addr && a < freed[k].addr + freed[k].size) { site = freed[k].site; was_freed = true; }
+    }
+    if (site >= 0)
+        for (; n < sites[site].nframes && n < PM_MAX_FRAMES; n++) frames[n] = sites[site].frames[n];
+    pthread_mutex_unlock(&sample_lock);
+    if (n == 0) return false;
+    _pm_out_printf(o, was_freed ? " (a sampled block, freed; allocated at " : " (a sampled block, allocated at ");
+    _pm_report_stack(o, frames, n);
+    _pm_out_printf(o, ")");
+    return true;
 }
 
 /* The stack that allocated `block`, if it is a live sampled block: how many frames were copied. */

@@ -109,6 +109,8 @@ void _pm_out_printf(pm_out_t *o, const char *fmt, ...) {
     va_end(ap);
 }
 
+void _pm_out_vprintf(pm_out_t *o, const char *fmt, va_list ap) { vformat(o, fmt, ap); }
+
 static void say(const char *fmt, va_list ap) {
     char buf[512];
     pm_out_t o;

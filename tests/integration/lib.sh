@@ -13,6 +13,7 @@
 #   PM_TIMEOUT      seconds allowed for one program run (default 120)
 #   PM_KEEP_TMP=1   keep the scratch directory (its path is printed)
 #   CC              C compiler for the test programs (default cc)
+#   PM_PRELOAD_CONF POOLMALLOC_CONF for the preloaded runs (t_hardened.sh sets it)
 
 PM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PM_IDIR="$PM_ROOT/tests/integration"
@@ -107,7 +108,7 @@ pm_run() {
     local mode=$1 label=$2 rc=0
     shift 2
     local -a pre=(env -u LD_PRELOAD)
-    [ "$mode" = preload ] && pre=(env LD_PRELOAD="$POOLMALLOC_SO")
+    [ "$mode" = preload ] && pre=(env LD_PRELOAD="$POOLMALLOC_SO" ${PM_PRELOAD_CONF:+POOLMALLOC_CONF="$PM_PRELOAD_CONF"})
     local base="$PM_TMP/$label.$mode"
     (cd "${PM_CWD:-$PM_TMP}" && exec timeout -k 10 "$PM_TIMEOUT" "${pre[@]}" "$@") \
         <"${PM_STDIN:-/dev/null}" >"$base.out" 2>"$base.err" || rc=$?

@@ -52,9 +52,11 @@ for size in 8 4096 262144; do
     expect memcpy_overread "$size" "memcpy(): heap-buffer-overflow: $((size + 16)) bytes"
     expect memset_after_free "$size" "memset(): use after free"
     expect write_after_free_reuse "$size" "free(): write after free"
+    expect malloc_reuse "$size" none
+done
+for size in 8 4096; do           # zeroed whole up to 4 KiB of data; above, the first 4 KiB
     expect zero_after_free "$size" none
     expect zero_on_malloc "$size" none
-    expect malloc_reuse "$size" none
 done
 for size in 4096 262144; do      # 32 bytes out lands in the block's own canaries from 1 KiB up
     expect byte32_overflow "$size" "free(): heap-buffer-overflow"

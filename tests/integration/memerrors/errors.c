@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     } else if (strcmp(what, "write_after_free_reuse") == 0) {   /* found when it leaves quarantine */
         char *p = alloc(size);
         release(p);
-        p[size / 2] = 'A';
+        p[size < 4096 ? size / 2 : 2048] = 'A';             /* the check covers the first 4 KiB */
         for (int i = 0; i < 100000; i++) release(alloc(size));
     } else if (strcmp(what, "zero_after_free") == 0) {
         char *p = alloc(size);

@@ -212,3 +212,39 @@ Test(sample, the_live_table_and_site_index_stay_sound_through_busy_use) {
     free(moved);
     assert_sound(_pm_sample_check());
 }
+
+/* A memory error names the allocation site of a sampled block: live (a bad free of it) or freed
+ * (a double free), through the sampler's `describe` hook. */
+static void double_free_sampled(void *arg) {
+    (void)arg;
+    sampling_at(1);
+    void *p = alloc_at_site_a(72);
+    free(p);
+    free(p);
+}
+static void interior_free_sampled(void *arg) {
+    (void)arg;
+    sampling_at(1);
+    char *p = alloc_at_site_a(72);
+    free(p + 8);
+}
+static void double_free_unsampled(void *arg) {
+    (void)arg;
+    sampling_at(0);
+    void *p = alloc_at_site_a(72);
+    free(p);
+    free(p);
+}
+
+Test(sample, memory_errors_name_the_allocation_site_of_a_sampled_block) {
+    char msg[1024];
+    int st = run_in_child(double_free_sampled, NULL, msg, sizeof msg);
+    cr_assert(aborted_with(st, msg, "free(): double free (block is already free): 0x"), "%s", msg);
+    cr_assert(strstr(msg, "(a sampled block, freed; allocated at alloc_at_site_a+0x"), "%s", msg);
+    st = run_in_child(interior_free_sampled, NULL, msg, sizeof msg);
+    cr_assert(aborted_with(st, msg, "free(): invalid pointer"), "%s", msg);
+    cr_assert(strstr(msg, "allocated at alloc_at_site_a+0x"), "an address 8 bytes in names its block: %s", msg);
+    st = run_in_child(double_free_unsampled, NULL, msg, sizeof msg);
+    cr_assert(aborted_with(st, msg, "free(): double free"), "%s", msg);
+    cr_assert_null(strstr(msg, "allocated at"), "an unsampled block has no site: %s", msg);
+}
