@@ -128,6 +128,7 @@ layers-check: all
 # copy of its seeds (tests/fuzz/corpus/NAME -> $(BUILD)/fuzz/corpus/NAME) and fails on a crash.
 FUZZ_CC         ?= clang-14
 FUZZ_TARGETS    := api conf gc
+FUZZ_RUNS       := api api-hardened conf gc   # api-hardened: fuzz_api under hardened:true (tests/fuzz/run.sh)
 FUZZ_TIME       ?= 600
 FUZZ_CHECK_TIME ?= 20
 FUZZ_LIB_CFLAGS := -fsanitize=fuzzer-no-link,undefined -fno-sanitize-coverage=trace-cmp -fno-sanitize-recover=undefined
@@ -145,9 +146,9 @@ fuzz-build: deps
 	$(MAKE) --no-print-directory PM_DEPS_DONE=1 PM_FUZZ_BUILD=1 CC=$(FUZZ_CC) BUILD=$(BUILD)/fuzz OPT="-O2 -DPM_DEBUG=1" \
 	    EXTRA_CFLAGS="$(FUZZ_LIB_CFLAGS)" $(FUZZ_TARGETS:%=$(BUILD)/fuzz/tests/fuzz/fuzz_%)
 fuzz-check: fuzz-build
-	@fail=0; for t in $(FUZZ_TARGETS); do bash tests/fuzz/run.sh $$t $(FUZZ_CHECK_TIME) $(BUILD)/fuzz || fail=1; done; exit $$fail
+	@fail=0; for t in $(FUZZ_RUNS); do bash tests/fuzz/run.sh $$t $(FUZZ_CHECK_TIME) $(BUILD)/fuzz || fail=1; done; exit $$fail
 fuzz: fuzz-build
-	@fail=0; for t in $(FUZZ_TARGETS); do bash tests/fuzz/run.sh $$t $(FUZZ_TIME) $(BUILD)/fuzz || fail=1; done; exit $$fail
+	@fail=0; for t in $(FUZZ_RUNS); do bash tests/fuzz/run.sh $$t $(FUZZ_TIME) $(BUILD)/fuzz || fail=1; done; exit $$fail
 
 check: all docs-check layers-check unit unit-debug fuzz-check sanitize integration
 

@@ -59,7 +59,9 @@ static uint64_t check_of(uint64_t info, const void *block) {
 static uint8_t canary_byte(void) { return (uint8_t)(_pm_free_key >> 48) | 1; }
 
 /* The data's offset in a block of a class of `block_size` bytes, alignment up to PM_ALIGN. */
-static size_t front_of(size_t block_size) { return HDR + (block_size >= FRONT_MIN_CLASS ? FRONT : 0); }
+static size_t front_of(size_t block_size) { return PM_HARD_DATA_AT(block_size); }
+_Static_assert(PM_HARD_DATA_AT(FRONT_MIN_CLASS) == HDR + FRONT && PM_HARD_DATA_AT(FRONT_MIN_CLASS - 16) == HDR,
+               "heap.h's PM_HARD_DATA_AT is this file's layout");
 
 /* The class for n bytes at `align` with header and at least one canary byte; PM_NCLASSES: huge.
  * For an alignment above 16 the data lies at most `align` bytes in (the block is 16-aligned). */
@@ -79,7 +81,6 @@ static unsigned class_for(size_t n, size_t align) {
 /* The writes into blocks below must not go through our own memset and memcpy, which check the
  * very bytes they write (lib/checked_copy.c): zeroing is libc's explicit_bzero, which no one
  * interposes, and canaries, at most 32 bytes but for large alignments, a plain loop. */
-#define PM_NO_PATTERNS __attribute__((optimize("no-tree-loop-distribute-patterns")))
 static uint64_t canary_word(void) { return canary_byte() * 0x0101010101010101u; }
 
 PM_NO_PATTERNS static void fill_canary(uint8_t *p, size_t n) {
@@ -225,7 +226,7 @@ static void check_canaries(const char *func, const uint8_t *block, size_t block_
     if (!CANARIES) return;
     size_t off = (size_t)(p - block), front = off - HDR, t = tail_canary(block_size, off, n), at;
     if ((at = canary_intact(block + HDR, front)) < front)
-        _pm_heap_fatal(p, "%s(): heap-buffer-underflow: the %zu-byte block at %p was written %zu bytes before its start",
+        _pm_heap_fatal(p, "%s(): heap-buffer-underflow: the %zu-byte block at %p was written before its start (at -%zu)",
                   func, n, (const void *)p, front - at);
     if ((at = canary_intact(p + n, t)) < t)
         _pm_heap_fatal(p, "%s(): heap-buffer-overflow: the %zu-byte block at %p was written past its end (at +%zu)",
@@ -296,10 +297,10 @@ void _pm_hard_check_access(const char *func, const void *addr, size_t len) {
     const uint8_t *p = block + (size_t)(h->info >> SIZE_BITS) * 16;
     size_t n = (size_t)(h->info & SIZE_MASK);
     if ((const uint8_t *)addr < p)
-        _pm_heap_fatal(p, "%s(): heap-buffer-underflow: %zu bytes at %p start %zu bytes before the %zu-byte block at %p",
-                  func, len, addr, (size_t)(p - (const uint8_t *)addr), n, (const void *)p);
+        _pm_heap_fatal(p, "%s(): heap-buffer-underflow: %zu bytes at %p start before the %zu-byte block at %p (at -%zu)",
+                  func, len, addr, n, (const void *)p, (size_t)(p - (const uint8_t *)addr));
     size_t start = (size_t)((const uint8_t *)addr - p);
     if (start >= n || len > n - start)
-        _pm_heap_fatal(p, "%s(): heap-buffer-overflow: %zu bytes at %p run %zu bytes past the end of the %zu-byte block at %p",
-                  func, len, addr, start + len - n, n, (const void *)p);
+        _pm_heap_fatal(p, "%s(): heap-buffer-overflow: %zu bytes at %p run past the end of the %zu-byte block at %p (to +%zu)",
+                  func, len, addr, n, (const void *)p, start + len);
 }

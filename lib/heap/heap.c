@@ -509,8 +509,11 @@ static void quarantine_release(pm_heap_t *heap, pm_block_t *block) {
         const uint8_t *b = (const uint8_t *)block;
         size_t at = sizeof *block;
         while (b[at] == 0) at++;
-        _pm_heap_fatal(block, "free(): write after free: the block at %p (%u bytes) was written after it was freed "
-                  "(first changed byte at +%zu: 0x%02x)", (void *)block, size, at, b[at]);
+        const uint8_t *data = b + PM_HARD_DATA_AT(size);   /* the pointer the program had */
+        bool before = b + at < data;
+        _pm_heap_fatal(data, "free(): write after free: the block at %p (of a %u-byte class) was written after it was "
+                       "freed (at %c%zu: 0x%02x)", (const void *)data, size, before ? '-' : '+',
+                       before ? (size_t)(data - (b + at)) : (size_t)(b + at - data), b[at]);
     }
 #endif
     if (pool->heap == heap) {

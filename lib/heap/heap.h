@@ -382,6 +382,9 @@ const char *_pm_heap_check(pm_heap_t *heap);          /* owner: NULL, or the inv
 /* Hardened: what a free zeroes and the quarantine checks, from the block's start (harden.c). */
 #define PM_HARD_SPAN_MAX    (4 * PM_KIB + 128)
 #define PM_HARD_SPAN(block_size) ((size_t)(block_size) < PM_HARD_SPAN_MAX ? (size_t)(block_size) : PM_HARD_SPAN_MAX)
+/* Where the data starts in a hardened block of a class (alignments up to 16): after the 16-byte
+ * header, and a 32-byte front canary in classes of 1 KiB and up (harden.c). */
+#define PM_HARD_DATA_AT(block_size) ((size_t)16 + ((size_t)(block_size) >= 1024 ? 32 : 0))
 void  _pm_heap_quarantine(pm_heap_t *heap, pm_pool_t *pool, pm_block_t *block);
 void  _pm_heap_quarantine_flush(pm_heap_t *heap);
 bool  _pm_bytes_zero(const void *p, size_t n);       /* pool.c */

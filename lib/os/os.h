@@ -25,6 +25,13 @@
 #define PM_NOINLINE    __attribute__((noinline))
 #define PM_INLINE      static inline __attribute__((always_inline))
 #define PM_EXPORT      __attribute__((visibility("default")))
+/* A loop that must stay a loop, never become a call of memset or memcpy (it stands in for them,
+ * or writes where our own checked memset would object: lib/checked_copy.c, heap/harden.c). */
+#if defined(__clang__)
+#define PM_NO_PATTERNS __attribute__((no_builtin))
+#else
+#define PM_NO_PATTERNS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 #define PM_CACHELINE   64
 #define PM_KIB         ((size_t)1 << 10)
 #define PM_MIB         ((size_t)1 << 20)

@@ -7,15 +7,22 @@
 # copy (it adds what it finds there, so later runs start from there): it never writes into
 # tests/fuzz/corpus. Crashing inputs go to DIR/artifacts/NAME/, the whole output to
 # DIR/logs/NAME.log (UBSan's report, if any, at its end and in DIR/logs/NAME.ubsan.<pid>).
+#
+# NAME api-hardened runs fuzz_api with POOLMALLOC_CONF=hardened:true, from fuzz_api's seeds: the
+# same shadow model against hardened mode's blocks, with every check of harden.c armed.
 set -uo pipefail
 name=$1 secs=$2 dir=$3
-bin=$dir/tests/fuzz/fuzz_$name
+target=$name
+case "$name" in
+  api-hardened) target=api; export POOLMALLOC_CONF=hardened:true ;;
+esac
+bin=$dir/tests/fuzz/fuzz_$target
 corpus=$dir/corpus/$name
 artifacts=$dir/artifacts/$name
 log=$dir/logs/$name.log
 tmp=$log.$$            # written here, renamed at the end: two runs at once do not mix their logs
 mkdir -p "$corpus" "$artifacts" "$dir/logs"
-cp tests/fuzz/corpus/"$name"/* "$corpus"/
+cp tests/fuzz/corpus/"$target"/* "$corpus"/
 
 flags=()
 case "$name" in
