@@ -75,10 +75,11 @@ $(BUILD)/tests/unit: $(UNIT_SRCS) $(wildcard tests/unit/*.h) examples/gc_listdic
 	$(CC) -std=gnu11 -O1 -g $(TEST_CFLAGS) $(EXTRA_CFLAGS) -Iinclude -Ilib -Itests/unit \
 	    $(UNIT_SRCS) -o $@ $(BUILD)/libpoolmalloc.a -lcriterion $(LDLIBS_LIB)
 
-# The harden suite needs hardened:true from start-up (tests/unit/heap/test_harden.c): a second run.
+# The harden suite needs hardened:true from start-up (tests/unit/heap/test_harden.c): a second run,
+# with the objects' misuse suite, whose freed objects hardened mode zeroes instead of poisoning.
 unit: $(BUILD)/tests/unit
 	$(BUILD)/tests/unit --jobs 2
-	POOLMALLOC_CONF=hardened:true $(BUILD)/tests/unit --jobs 2 --filter 'harden/*'
+	POOLMALLOC_CONF=hardened:true $(BUILD)/tests/unit --jobs 2 --filter '@(harden|misuse)/*'
 
 # Sanitizer builds. UBSan does not replace malloc, so the whole unit suite runs on a UBSan build
 # of the library. ASan and TSan bring their own malloc: there the library is built without the
@@ -168,7 +169,7 @@ debug: deps
 unit-debug: deps
 	$(MAKE) --no-print-directory PM_DEPS_DONE=1 BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" $(BUILD)/debug/tests/unit
 	$(BUILD)/debug/tests/unit --jobs 2
-	POOLMALLOC_CONF=hardened:true $(BUILD)/debug/tests/unit --jobs 2 --filter 'harden/*'
+	POOLMALLOC_CONF=hardened:true $(BUILD)/debug/tests/unit --jobs 2 --filter '@(harden|misuse)/*'
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/poolmalloc $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin

@@ -63,10 +63,12 @@ static void *checked_memset(void *d, int c, size_t n) {
 
 __attribute__((constructor)) static void checked_copy_resolve(void) {
     _pm_heap_start();                           /* the options: is it hardened? */
-    copy_fn cpy = (copy_fn)dlsym(RTLD_NEXT, "memcpy"), mov = (copy_fn)dlsym(RTLD_NEXT, "memmove");
+    /* memcpy goes to glibc's memmove: a binary linked against memcpy@GLIBC_2.2.5, which had
+     * memmove's semantics, binds to our unversioned memcpy; on x86-64 the two are one routine. */
+    copy_fn cpy = (copy_fn)dlsym(RTLD_NEXT, "memmove"), mov = cpy;
     set_fn set = (set_fn)dlsym(RTLD_NEXT, "memset");
     /* Nothing after us (a program that defines them itself): the loops stay. */
-    if (cpy && cpy != memcpy) libc_memcpy = cpy;
+    if (cpy && cpy != memmove) libc_memcpy = cpy;
     if (mov && mov != memmove) libc_memmove = mov;
     if (set && set != memset) libc_memset = set;
     __atomic_store_n(&use_memcpy, _pm_hardened ? checked_memcpy : libc_memcpy, __ATOMIC_RELEASE);

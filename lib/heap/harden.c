@@ -12,16 +12,19 @@
  *              block keeps its free-list link and free mark there, as in the default mode.
  *   canaries   F bytes between header and data (32 in classes of 1 KiB and up, 0 below; for an
  *              alignment above 16, whatever aligns the data) and up to 32 bytes after the data hold
- *              a random byte; the rest of the block after them is zero. Each free and realloc checks
- *              all of it, so an overflow anywhere inside the block is caught at its free.
+ *              a random byte; the rest of the block after them is zero as far as its span (below).
+ *              Each free and realloc checks all of that, so an overflow that stays inside the
+ *              block's span is caught at its free.
  *   zeroing    a freed block is zeroed past its header, as far as its span: the whole block in
  *              classes up to PM_HARD_SPAN_MAX (4 KiB of data and more), its first 4 KiB + 128
  *              bytes above (zeroing whole megabytes at every free would cost more than the
  *              program's own work). Free blocks are zero over their span (carving zeroes it too,
  *              pool.c), so malloc hands out memory zeroed that far, and calloc clears the rest.
  *   quarantine the freed block waits in its thread's quarantine (heap.c) until 256 KiB of later
- *              frees push it out; its span must still be zero then, else it was written after the free.
- *              Until then no allocation returns it: a dangling pointer does not alias a new block.
+ *              frees push it out; its span must still be zero then, else it was written after the
+ *              free, and again when malloc hands it out. Until then no allocation returns it: a
+ *              dangling pointer does not alias a new block. (A free by a thread past its exit,
+ *              which has no heap any more, skips the quarantine.)
  *   copies     memcpy, memmove and memset of the preloaded library (lib/checked_copy.c) check
  *              their ranges against the block they fall in before they run.
  *
@@ -122,6 +125,12 @@ static size_t tail_canary(size_t block_size, size_t off, size_t n) {
 #define ZEROING 1
 #endif
 
+static size_t first_nonzero(const uint8_t *p, size_t n) {
+    size_t i = 0;
+    while (i < n && p[i] == 0) i++;
+    return i;
+}
+
 /* Header and canaries for n bytes at offset off of a zero block. */
 static void *dress(uint8_t *block, size_t block_size, size_t off, size_t n) {
     hdr_t *h = (hdr_t *)(void *)block;
@@ -147,6 +156,22 @@ static pm_block_t *pop(pm_heap_t *heap, unsigned c) {
     return b;
 }
 
+/* A block about to be handed out must still be zero over its span: a dangling pointer that wrote
+ * to it after it left the quarantine is caught here, before the block's next owner could be
+ * blamed for the bytes or calloc could hand them out. */
+static void check_clean(const pm_block_t *b, size_t block_size) {
+    const uint8_t *p = (const uint8_t *)b;
+    size_t span = ZEROING ? PM_HARD_SPAN(block_size) : HDR;
+    if (PM_UNLIKELY(!_pm_bytes_zero(p + HDR, span - HDR))) {
+        size_t at = HDR + first_nonzero(p + HDR, span - HDR);
+        const uint8_t *data = p + PM_HARD_DATA_AT(block_size);
+        bool before = p + at < data;
+        _pm_heap_fatal(data, "malloc(): write after free: the free block at %p (of a %zu-byte class) was written "
+                       "after it left the quarantine (at %c%zu: 0x%02x)", (const void *)data, block_size,
+                       before ? '-' : '+', before ? (size_t)(data - (p + at)) : (size_t)(p + at - data), p[at]);
+    }
+}
+
 void *_pm_hard_alloc(pm_heap_t *heap, size_t size, size_t align, bool zero) {
     unsigned c = class_for(size, align);
     if (c == PM_NCLASSES) return _pm_huge_alloc(size, align, zero);
@@ -157,6 +182,7 @@ void *_pm_hard_alloc(pm_heap_t *heap, size_t size, size_t align, bool zero) {
     if (b == NULL) return NULL;
     uint8_t *block = (uint8_t *)b;
     size_t block_size = _pm_classes[c].size;
+    check_clean(b, block_size);
     size_t off = align <= PM_ALIGN ? front_of(block_size)
                                    : (((uintptr_t)block + HDR + align - 1) & ~(uintptr_t)(align - 1)) - (uintptr_t)block;
     uint8_t *p = dress(block, block_size, off, size);
@@ -176,6 +202,7 @@ void *_pm_hard_malloc(size_t size, void *ra) {
     pm_block_t *b = pop(heap, c);
     if (b == NULL) return NULL;
     size_t block_size = _pm_classes[c].size;
+    check_clean(b, block_size);
     return dress((uint8_t *)b, block_size, front_of(block_size), size);
 }
 
@@ -205,7 +232,8 @@ static uint8_t *block_of(const char *func, pm_pool_t *pool, const void *p, size_
     }
     if (h->check != check_of(h->info, block)) {
         if (at % 16 == 0 && at >= HDR && at <= FRONT + HDR)
-            _pm_invalid_free(func, p, "heap-buffer-underflow (the block's header, just before its data, was overwritten)");
+            _pm_invalid_free(func, p, "heap corruption: the block's header, just before its data, was overwritten "
+                                      "(an underflow of this block, or an overflow of the one before it)");
         _pm_invalid_free(func, p, "invalid pointer (not the start of a live block)");
     }
     *n = (size_t)(h->info & SIZE_MASK);
@@ -214,11 +242,6 @@ static uint8_t *block_of(const char *func, pm_pool_t *pool, const void *p, size_
     return block;
 }
 
-static size_t first_nonzero(const uint8_t *p, size_t n) {
-    size_t i = 0;
-    while (i < n && p[i] == 0) i++;
-    return i;
-}
 
 /* The canaries, and the zero rest of the block as far as the span: an abort naming the first
  * byte changed. */
@@ -291,7 +314,7 @@ void _pm_hard_check_access(const char *func, const void *addr, size_t len) {
     const uint8_t *block = pool->start + i * pool->block_size;
     const hdr_t *h = (const hdr_t *)(const void *)block;
     if (h->check == _pm_free_mark(block))
-        _pm_heap_fatal(block, "%s(): use after free: %zu bytes at %p, in the free block at %p", func, len, addr,
+        _pm_heap_fatal(block + front_of(pool->block_size), "%s(): use after free: %zu bytes at %p, in the free block at %p", func, len, addr,
                   (const void *)(block + front_of(pool->block_size)));
     if (h->check != check_of(h->info, block)) return;
     const uint8_t *p = block + (size_t)(h->info >> SIZE_BITS) * 16;

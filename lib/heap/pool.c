@@ -89,12 +89,12 @@ _Noreturn void _pm_heap_fatal(const void *p, const char *fmt, ...) {
     va_end(ap);
     bool (*describe)(const void *, pm_out_t *) = atomic_load_explicit(&describer, memory_order_acquire);
     if (describe && !describe(p, &o) && _pm_is_arena_ptr(p) && !_pm_is_zero_ptr(p)) {
-        /* p inside a block: the block's address, or (hardened) its data 16 or 48 bytes in */
+        /* p inside a live block: the pointer its program had, the block's start (hardened: its data) */
         const pm_pool_t *pool = _pm_pool_of(p);
         uint64_t off = (uint64_t)((uintptr_t)p - (uintptr_t)pool->start);
         if (off < (uint64_t)pool->capacity * pool->block_size) {
             const uint8_t *block = pool->start + (size_t)(((unsigned __int128)off * pool->divisor) >> 64) * pool->block_size;
-            if (!describe(block, &o) && !describe(block + 16, &o)) describe(block + 48, &o);
+            describe(_pm_hardened ? block + PM_HARD_DATA_AT(pool->block_size) : block, &o);
         }
     }
     buf[o.len < sizeof buf - 1 ? o.len : sizeof buf - 1] = 0;

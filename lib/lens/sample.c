@@ -265,8 +265,8 @@ static void forget(void *p) {
 }
 
 /* An error at p: the site of the sampled block that starts at p, live, or among the last freed
- * the one p lies in (a hardened block's header starts up to 64 bytes before its data). The process
- * is about to abort, so the lock is only tried: an error inside the sampler names no site. */
+ * the newest one whose bytes p lies in. The process is about to abort, so the lock is only tried:
+ * an error inside the sampler names no site. */
 static bool describe(const void *p, pm_out_t *o) {
     void *frames[PM_MAX_FRAMES];
     unsigned n = 0;
@@ -277,7 +277,7 @@ static bool describe(const void *p, pm_out_t *o) {
     for (unsigned i = 0; site < 0 && i < FREED_RING && i < freed_next; i++) {
         unsigned k = (freed_next - 1 - i) % FREED_RING;        /* the newest first */
         uintptr_t a = (uintptr_t)p;
-        if (a + 64 > freed[k].addr && a < freed[k].addr + freed[k].size) { site = freed[k].site; was_freed = true; }
+        if (a >= freed[k].addr && a < freed[k].addr + (freed[k].size ? freed[k].size : 1)) { site = freed[k].site; was_freed = true; }
     }
     if (site >= 0)
         for (; n < sites[site].nframes && n < PM_MAX_FRAMES; n++) frames[n] = sites[site].frames[n];

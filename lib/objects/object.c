@@ -54,8 +54,12 @@ _Noreturn void _pm_object_misuse(const char *func, const void *obj, const char *
 
 void _pm_object_check_live(const char *func, const void *obj) {
     if (obj == NULL) _pm_fatal("%s(): NULL object", func);
-    size_t r = _pm_head_of(obj)->refcount;
+    const pm_head_t *h = _pm_head_of(obj);
+    size_t r = h->refcount;
     if (PM_UNLIKELY(r == PM_REFCOUNT_FREED)) _pm_object_misuse(func, obj, "use of a freed object (poisoned header)");
+    /* hardened:true zeroes freed blocks, poison and all; a live object always has its record
+     * (refcount 0 with a record: inside its own dealloc) */
+    if (PM_UNLIKELY(r == 0 && h->rec == NULL)) _pm_object_misuse(func, obj, "use of a freed object (zeroed header)");
     if (PM_UNLIKELY(r >= PM_REFCOUNT_LIMIT)) _pm_object_misuse(func, obj, "corrupted header (invalid refcount)");
 }
 
@@ -143,12 +147,15 @@ PM_EXPORT void *pm_new(pm_gc *gc, const pm_type *type, size_t size) {
 
 static PM_NOINLINE void incref_slow(void *obj) {
     _pm_object_check_live("pm_incref", obj);
+    pm_head_t *h = _pm_head_of(obj);
+    if (h->refcount == 0) h->refcount = 1;               /* inside its dealloc: as the fast path did */
 }
 
+/* 0 goes to the slow path too: a zeroed header is a freed object under hardened:true. */
 PM_EXPORT void pm_incref(void *obj) {
     pm_head_t *h = _pm_head_of(obj);
     size_t r = h->refcount;
-    if (PM_LIKELY(r < PM_REFCOUNT_LIMIT - 1)) { h->refcount = r + 1; return; }
+    if (PM_LIKELY(r - 1 < PM_REFCOUNT_LIMIT - 2)) { h->refcount = r + 1; return; }
     incref_slow(obj);
 }
 
@@ -156,6 +163,7 @@ static PM_NOINLINE void decref_slow(void *obj) {
     pm_head_t *h = _pm_head_of(obj);
     size_t r = h->refcount;
     if (r == 1) { h->refcount = 0; _pm_object_dealloc(h); return; }
+    if (r == 0 && h->rec == NULL) _pm_object_misuse("pm_decref", obj, "use of a freed object (zeroed header)");
     if (r == 0) _pm_object_misuse("pm_decref", obj, "reference count would go below zero");
     _pm_object_check_live("pm_decref", obj);
 }
