@@ -55,6 +55,8 @@ typedef struct {
                               at most PM_PURGE_DELAY_MAX, since freed times are 32-bit ms */
     bool   background;     /* a background thread returns decayed memory of an idle program */
     size_t sample;         /* mean bytes between sampled allocations; 0: off; 1: every one */
+    size_t guard;          /* guard about one allocation in this many (guard.c); 0: off; 1: every one */
+    size_t guard_rate;     /* guard at most this many allocations a second; 0: no cap */
     int    signal;         /* dump reports on this signal; 0: off */
     char   dir[256];       /* where report files go */
     char   prefix[64];     /* report file names: <dir>/<prefix>.<pid>.<seq>.<ext> */
