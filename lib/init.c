@@ -36,6 +36,7 @@ static const struct {
     { "huge registry",  _pm_huge_fork_prepare,   _pm_huge_fork_parent,   _pm_huge_fork_child },
     { "pool bitmaps",   _pm_pool_fork_prepare,   _pm_pool_fork_parent,   _pm_pool_fork_child },
     { "zero-size blocks", _pm_zero_fork_prepare, _pm_zero_fork_parent,   _pm_zero_fork_child },
+    { "guarded slots",  _pm_guard_fork_prepare,  _pm_guard_fork_parent,  _pm_guard_fork_child },
     { "purge thread",   NULL,                    NULL,                   _pm_purge_fork_child },
     { "arenas",         arena_lock,              arena_unlock,           arena_lock_anew },
 };

@@ -15,6 +15,8 @@
  *   huge   a request above the largest class (1 MiB), or with alignment above 16 KiB: a run of
  *          pages of its own mapping or of a cached freed run, recorded in a registry (huge.c)
  *          keyed by the block's address.
+ *   guarded a sampled allocation (guard:N) served from a slot of guard.c's region instead: it ends
+ *          where an inaccessible page starts, and its pages turn inaccessible when it is freed.
  *
  * Inside the folder, calls go one way: the fast paths (malloc_fast.h, free_fast.h) -> their slow
  * paths (slow_path.c; realloc.c builds on both) -> heap.c -> pool.c -> arena.c and huge.c, with
@@ -143,19 +145,25 @@ _Static_assert(sizeof(pm_arena_t) <= PM_HEADER_SLOTS * PM_SLOT_SIZE && sizeof(pm
 /* The sampler's hook: the one way the lens (lens/sample.c) reaches into the heap. Each heap
  * counts down `left`, the bytes to the next sample point, on the malloc fast path. When it runs
  * out, or the epoch moved, the slow path calls the registered sampler's `arm`, which draws the
- * next distance and says whether to sample this allocation; if so, `record` gets the block, and
- * marks it sampled in its pool (_pm_pool_sample_mark) or the huge registry. A free of a marked
- * block calls `forget`. With no sampler registered (before start-up ends), the countdown idles. */
+ * next distance and says what to do with this allocation: sample it (PM_ARM_SAMPLE: `record`
+ * gets the block, and marks it sampled in its pool (_pm_pool_sample_mark) or the huge registry),
+ * or guard it (PM_ARM_GUARD: the slow path asks guard.c for a guarded slot), never both. A free
+ * of a marked block calls `forget`. `stack` captures the caller's stack for guard.c. With no
+ * sampler registered (before start-up ends), the countdown idles. */
 typedef struct {
     int64_t  left;         /* bytes until the next sample point */
     uint32_t epoch;        /* _pm_sample_epoch when `left` was drawn */
     bool     busy;         /* inside the sampler: do not sample again */
+    bool     guard_due;    /* a guard point fell on a sampled allocation: guard the next one */
     uint64_t rng;          /* the sampler's random state for this heap */
 } pm_sample_point_t;
+#define PM_ARM_SAMPLE 1u
+#define PM_ARM_GUARD  2u
 typedef struct {
-    bool (*arm)(pm_sample_point_t *sp, size_t size);                      /* sample this one? */
+    unsigned (*arm)(pm_sample_point_t *sp, size_t size);                  /* 0, PM_ARM_SAMPLE or PM_ARM_GUARD */
     void (*record)(pm_sample_point_t *sp, void *p, size_t size, void *ra); /* p: just allocated */
     void (*forget)(void *p);                                              /* p, sampled, is freed */
+    unsigned (*stack)(void **frames, unsigned max, void *ra);             /* the caller's, from ra (or NULL) */
     /* For an error message about p (a block, or an address just inside one): append where a
      * sampled block there was allocated, if the sampler knows. May not wait for a lock. */
     bool (*describe)(const void *p, pm_out_t *o);
@@ -242,9 +250,11 @@ PM_INLINE void _pm_purge_start(void) {
 }
 
 /* ---- arena.c ------------------------------------------------------------------------------ */
-/* The arena map: per 4 MiB of address space, 0 (not ours), PM_MAP_ARENA or PM_MAP_ZERO (zero.c). */
+/* The arena map: per 4 MiB of address space, 0 (not ours), PM_MAP_ARENA, PM_MAP_ZERO (zero.c) or
+ * PM_MAP_GUARD (guard.c). */
 #define PM_MAP_ARENA 1
 #define PM_MAP_ZERO  2
+#define PM_MAP_GUARD 3
 extern uint8_t _pm_arena_map[(size_t)1 << (PM_ADDR_BITS - PM_ARENA_SHIFT)];
 extern pthread_mutex_t _pm_arena_lock;
 pm_pool_t *_pm_arena_pool_acquire(unsigned size_class); /* NULL + ENOMEM when out of memory */
@@ -357,6 +367,36 @@ PM_INLINE bool _pm_is_zero_ptr(const void *p) {
     return i < sizeof _pm_arena_map && _pm_arena_map[i] == PM_MAP_ZERO;
 }
 
+/* ---- guard.c: guarded slots, for sampled allocations (POOLMALLOC_CONF guard:N) ------------- */
+#define PM_GUARD_SLOTS    128                     /* slots in the one guarded region */
+#define PM_GUARD_MAX_SIZE (16 * PM_KIB)           /* larger requests are never guarded */
+#define PM_GUARD_FRAMES   32                      /* frames kept of each allocating and freeing stack */
+_Static_assert(PM_GUARD_MAX_SIZE <= PM_LARGE_MAX, "a guarded request is never a huge calloc (which skips its memset)");
+void  *_pm_guard_alloc(size_t size, size_t align, void *ra); /* NULL: not guarded (too big, no slot) */
+void   _pm_guard_free(const char *func, void *p);   /* p in the region; aborts if not a live block */
+size_t _pm_guard_usable(const char *func, const void *p); /* the size asked for; aborts if not live */
+/* What a faulting address in the region hit, for the fault report (lens/guard_report.c). */
+enum { PM_GUARD_PAGE, PM_GUARD_OVERFLOW, PM_GUARD_UNDERFLOW, PM_GUARD_USE_AFTER_FREE };
+typedef struct {
+    unsigned kind;                               /* PM_GUARD_*; PM_GUARD_PAGE: no block is near */
+    const uint8_t *block;                        /* the nearest block (live or freed); NULL: none */
+    size_t   size;
+    bool     freed;
+    unsigned nalloc, nfree;                      /* frames captured at its malloc and free */
+    void    *alloc_frames[PM_GUARD_FRAMES], *free_frames[PM_GUARD_FRAMES];
+} pm_guard_fault_t;
+bool   _pm_guard_describe(const void *addr, pm_guard_fault_t *out); /* takes no lock: for a fault handler */
+typedef struct { size_t slots, live, guarded_total; } pm_guard_counts_t;
+void   _pm_guard_counts(pm_guard_counts_t *out);    /* slots 0 until the first guarded allocation */
+const char *_pm_guard_check(void);                 /* takes the lock: NULL, or the invariant that failed */
+void   _pm_guard_fork_prepare(void);
+void   _pm_guard_fork_parent(void);
+void   _pm_guard_fork_child(void);
+PM_INLINE bool _pm_is_guard_ptr(const void *p) {
+    uintptr_t i = (uintptr_t)p >> PM_ARENA_SHIFT;
+    return i < sizeof _pm_arena_map && _pm_arena_map[i] == PM_MAP_GUARD;
+}
+
 /* ---- heap.c ------------------------------------------------------------------------------- */
 extern pm_heap_t _pm_heap_empty;
 /* What the fast paths use: the thread's heap, or &_pm_heap_empty (before its first slow path, and
@@ -435,6 +475,7 @@ extern _Atomic uint32_t _pm_sample_epoch;      /* bumped to make every heap re-a
 void   _pm_heap_set_sampler(const pm_sampler_t *s);  /* registers the lens's sampler; bumps the epoch */
 void   _pm_heap_resample(void);                      /* bumps the epoch: a new rate, say */
 void   _pm_sample_forget_hook(void *p);              /* p is marked sampled and being freed */
+unsigned _pm_sample_stack_hook(void **frames, unsigned max, void *ra); /* the sampler's `stack`; 0 without one */
 /* Every allocation the fast path does not finish: class c, or PM_NCLASSES for a huge block.
  * counted: the fast path already counted size for the sampler. NULL + ENOMEM when out of memory. */
 void  *_pm_allocate(size_t size, unsigned c, size_t align, bool counted, bool zero, void *ra);

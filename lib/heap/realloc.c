@@ -22,6 +22,7 @@ size_t _pm_usable_size(const void *p) {
         if (!_pm_zero_owns(p)) _pm_invalid_free("malloc_usable_size", p, "invalid pointer (not a live zero-size block)");
         return 0;
     }
+    if (_pm_is_guard_ptr(p)) return _pm_guard_usable("malloc_usable_size", p);
     if (_pm_is_arena_ptr(p))
         return _pm_hardened ? _pm_hard_usable("malloc_usable_size", p)
                             : _pm_checked_pool("malloc_usable_size", (void *)p)->block_size;
@@ -39,6 +40,8 @@ void *_pm_realloc_at(void *p, size_t size, void *ra) {
     if (_pm_is_zero_ptr(p)) {
         if (!_pm_zero_owns(p)) _pm_invalid_free("realloc", p, "invalid pointer (not a live zero-size block)");
         old = 0;
+    } else if (_pm_is_guard_ptr(p)) {
+        old = _pm_guard_usable("realloc", p);        /* always moves out of the slot */
     } else if (_pm_hardened && _pm_is_arena_ptr(p)) {
         return _pm_hard_realloc(p, size, ra);
     } else if (_pm_is_arena_ptr(p)) {

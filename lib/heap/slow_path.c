@@ -1,7 +1,7 @@
 /* slow_path.c: where malloc_fast.h and free_fast.h go when they cannot finish: the first call of
- * a thread, an empty free list, a sample point, size 0, huge sizes, another thread's block, a
- * full foreign cache; and the reports of invalid and double frees. The sampler's hook (heap.h)
- * is called from here and nowhere else. */
+ * a thread, an empty free list, a sample or guard point, size 0, huge sizes, another thread's
+ * block, a full foreign cache, a guarded block; and the reports of invalid and double frees. The
+ * sampler's hook (heap.h) is called from here and nowhere else. */
 #define _GNU_SOURCE
 #include "heap/heap.h"
 
@@ -20,12 +20,17 @@ void _pm_heap_set_sampler(const pm_sampler_t *s) {
 }
 
 /* The countdown ran out, or the epoch moved: ask the sampler, if there is one. */
-static bool sample_arm(pm_heap_t *heap, size_t size) {
+static unsigned sample_arm(pm_heap_t *heap, size_t size) {
     const pm_sampler_t *s = atomic_load_explicit(&sampler, memory_order_acquire);
     if (s) return s->arm(&heap->sample, size);
     heap->sample.epoch = atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed);
     heap->sample.left = PM_SAMPLE_IDLE;
-    return false;
+    return 0;
+}
+
+unsigned _pm_sample_stack_hook(void **frames, unsigned max, void *ra) {
+    const pm_sampler_t *s = atomic_load_explicit(&sampler, memory_order_acquire);
+    return s ? s->stack(frames, max, ra) : 0;
 }
 
 /* p carries a sampled mark (its pool's bitmap or the huge registry): only a sampler sets one. */
@@ -40,13 +45,15 @@ void _pm_sample_forget_hook(void *p) {
 void *_pm_allocate(size_t size, unsigned c, size_t align, bool counted, bool zero, void *ra) {
     _pm_heap_start();
     pm_heap_t *heap = _pm_heap_get();
-    bool sampled = false;
+    unsigned armed = 0;
     if (heap) {
         if (!counted) heap->sample.left -= size < ((size_t)1 << 62) ? (int64_t)size : (int64_t)1 << 62;
         if (heap->sample.left < 0 || heap->sample.epoch != atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed))
-            sampled = sample_arm(heap, size);
+            armed = sample_arm(heap, size);
     }
+    bool sampled = armed & PM_ARM_SAMPLE;
     void *p;
+    if ((armed & PM_ARM_GUARD) && (p = _pm_guard_alloc(size, align, ra)) != NULL) return p;  /* NULL: as usual */
     if (PM_UNLIKELY(_pm_hardened)) {
         p = _pm_hard_alloc(heap, size, align, zero);     /* its own class: header and canaries */
     } else if (c < PM_NCLASSES) {
@@ -102,6 +109,8 @@ void _pm_free_slow(void *p) {
     int saved = errno;
     if (_pm_is_zero_ptr(p)) {
         _pm_zero_free("free", p);
+    } else if (_pm_is_guard_ptr(p)) {                 /* before the arena test: the map says nonzero */
+        _pm_guard_free("free", p);
     } else if (_pm_hardened && _pm_is_arena_ptr(p)) {
         _pm_hard_free("free", _pm_pool_of(p), p);
         _pm_purge_start();                         /* the quarantine may have emptied pools */

@@ -31,6 +31,10 @@ void _pm_stats_fork_child(void);
 #define PM_MAX_FRAMES 48
 void   _pm_sample_set_rate(size_t rate);      /* registers the sampler with the heap (heap.h) */
 size_t _pm_sample_rate(void);
+void   _pm_sample_set_guard(size_t every);    /* guard:N: about one allocation in N guarded; 0 off */
+size_t _pm_sample_guard(void);
+double _pm_sample_mean_size(void);            /* the request size the guard rate assumes (estimated) */
+void   _pm_sample_set_guard_cap(uint64_t per_second);  /* guarded allocations a second at most; 0: no cap */
 double _pm_sample_weight(size_t size, size_t rate);          /* 1 / P(an allocation of size is sampled) */
 void   _pm_sample_fork_prepare(void);
 void   _pm_sample_fork_parent(void);
@@ -58,11 +62,15 @@ const char *_pm_sample_check(void);          /* takes the lock: NULL, or the inv
 int  _pm_report_write(int fd, unsigned format, unsigned seq);   /* PM_FMT_* (one); 0 or errno */
 void _pm_report_leaks(int fd);
 void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n);   /* "f+0x1 <- g+0x2 <- ..." */
+void _pm_report_frames(pm_out_t *o, void *const *frames, unsigned n);  /* one a line, as the text report */
 /* Sections that higher layers add to every text and JSON report (the collector adds its own).
  * The writer gets the output and PM_FMT_TEXT or PM_FMT_JSON; JSON writers print one member,
  * `"name":value`, and the report places the commas. */
 typedef void (*pm_report_section_fn)(pm_out_t *o, unsigned format);
 void _pm_report_add_section(pm_report_section_fn fn);
+
+/* ---- guard_report.c: what a fault on a guarded slot (heap/guard.c) prints ------------------- */
+void _pm_guard_report_start(void);           /* installs the SIGSEGV and SIGBUS handler, once */
 
 /* ---- reporter.c: the signal, the trigger socket, the reporter thread, the files -------------- */
 void _pm_reporter_start(void);               /* after init, when reports are configured */

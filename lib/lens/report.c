@@ -258,6 +258,16 @@ void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n) {
     }
 }
 
+/* A stack as the text report prints a site's: address, symbol, object, one frame a line. Each
+ * frame is named afresh (no cache), so that a fault handler can call it: it allocates nothing. */
+void _pm_report_frames(pm_out_t *o, void *const *frames, unsigned n) {
+    symbol_t s;
+    for (unsigned i = 0; i < n; i++) {
+        symbolize(&s, frames[i]);
+        _pm_out_printf(o, "      %18p  %s  %s\n", frames[i], s.name, s.object);
+    }
+}
+
 /* ---- text ---- */
 
 /* The top `max` sites with their stacks; `leaks_only`: only sites with sampled blocks still live. */

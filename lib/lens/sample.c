@@ -8,6 +8,9 @@
  * it is then sampled once, with weight 1/p, and s/p is an unbiased estimate of the bytes it
  * stands for (count 1/p). Summed per site, the estimates converge on the true bytes.
  *
+ * Guard points (POOLMALLOC_CONF guard:N) share the countdown: arm says which allocations go to a
+ * guarded slot (heap/guard.c), and `stack` captures the stacks those slots keep. See arm.
+ *
  * A sampled allocation captures its stack with libunwind's unw_backtrace (about 100 ns; never an
  * unw_step loop) before taking the sampler's lock, since libunwind and dl_iterate_phdr take the
  * loader's lock and may allocate. The sample point's `busy` stops the sampler from recursing into itself.
@@ -36,6 +39,21 @@
 #include <libunwind.h>
 
 static _Atomic size_t sample_rate;
+static _Atomic size_t guard_every;          /* guard:N, one allocation in N guarded; 0 off */
+/* The reciprocal of the mean request size, estimated at the countdown's points (see arm): the
+ * guard points' rate in bytes is this over N. The prior, 64 bytes, counts for the first few dozen
+ * points only. */
+static _Atomic double mean_inverse = 1.0 / 64;
+#define MEAN_WEIGHT (1.0 / 32)               /* each point's weight in the running estimate */
+/* At most guard_rate guarded allocations a second (500 by default; guard:1 excepted), however
+ * fast the program allocates: a guarded malloc and free cost 3 us (two mprotect calls,
+ * bench/fastpath) to 15 us (bench/larson: four threads, whose page faults wait for each
+ * mprotect), so the cap bounds guarding to under 1% of a core. Below it, guard:N alone sets the
+ * rate. A point past the cap is not guarded, like one that finds every slot live. The cap is a
+ * generic cell rate (GCRA): up to GUARD_BURST at once after a quiet spell, then one a spacing. */
+#define GUARD_BURST 64
+static _Atomic uint64_t guard_spacing_ns = 2000000;   /* 1e9 / guard_rate; 0: no cap */
+static _Atomic uint64_t guard_next_ns;      /* when the next guarded allocation is due */
 
 typedef struct {
     uintptr_t addr;          /* 0: empty */
@@ -67,11 +85,15 @@ static size_t dropped;                     /* samples lost for want of memory */
 
 size_t _pm_sample_rate(void) { return atomic_load_explicit(&sample_rate, memory_order_relaxed); }
 
-static bool arm(pm_sample_point_t *sp, size_t size);
+size_t _pm_sample_guard(void) { return atomic_load_explicit(&guard_every, memory_order_relaxed); }
+double _pm_sample_mean_size(void) { return 1.0 / atomic_load_explicit(&mean_inverse, memory_order_relaxed); }
+
+static unsigned arm(pm_sample_point_t *sp, size_t size);
 static void record(pm_sample_point_t *sp, void *p, size_t size, void *ra);
 static void forget(void *p);
+static unsigned stack(void **frames, unsigned max, void *ra);
 static bool describe(const void *p, pm_out_t *o);
-static const pm_sampler_t sampler = { arm, record, forget, describe };   /* the heap's hook (heap.h) */
+static const pm_sampler_t sampler = { arm, record, forget, stack, describe };   /* the heap's hook (heap.h) */
 
 /* The last sampled blocks freed, so that an error found after the free (a double free, a write
  * after free) can still name where the block was allocated. Under sample_lock. */
@@ -84,17 +106,46 @@ void _pm_sample_set_rate(size_t rate) {
     _pm_heap_set_sampler(&sampler);        /* and every heap re-arms with the new rate */
 }
 
+void _pm_sample_set_guard(size_t every) {
+    atomic_store(&guard_every, every);
+    _pm_heap_set_sampler(&sampler);
+}
+
+void _pm_sample_set_guard_cap(uint64_t per_second) {
+    atomic_store(&guard_spacing_ns, per_second ? 1000000000ull / per_second : 0);
+}
+
+/* May a guard point guard its allocation now, within guard_rate? */
+static bool guard_allowed(void) {
+    uint64_t spacing = atomic_load_explicit(&guard_spacing_ns, memory_order_relaxed);
+    if (spacing == 0) return true;
+    uint64_t now = _pm_os_now_ns(), due = atomic_load_explicit(&guard_next_ns, memory_order_relaxed);
+    for (;;) {
+        uint64_t start = due > now ? due : now;
+        if (start - now > (GUARD_BURST - 1) * spacing) return false;
+        if (atomic_compare_exchange_weak_explicit(&guard_next_ns, &due, start + spacing, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return true;
+    }
+}
+
 static uint64_t next_random(pm_sample_point_t *sp) {
     uint64_t x = sp->rng;
     x ^= x << 13; x ^= x >> 7; x ^= x << 17;
     return sp->rng = x;
 }
 
-/* An exponential distance with mean `rate`, at least 1. */
-static int64_t draw(pm_sample_point_t *sp, size_t rate) {
+/* An exponential distance with mean `mean` bytes, at least 1. */
+static int64_t draw(pm_sample_point_t *sp, double mean) {
     double u = ((double)(next_random(sp) >> 11) + 1.0) * 0x1.0p-53;    /* (0, 1] */
-    double d = -log(u) * (double)rate;
+    double d = -log(u) * mean;
     return d < 1.0 ? 1 : d > 0x1.0p62 ? INT64_MAX / 2 : (int64_t)d;
+}
+
+/* Is there a point of a Poisson process of `lambda` points per byte in `bytes` bytes? */
+static bool point_within(pm_sample_point_t *sp, double bytes, double lambda) {
+    if (!(bytes > 0 && lambda > 0)) return false;
+    return ((double)(next_random(sp) >> 11) + 1.0) * 0x1.0p-53 <= -expm1(-bytes * lambda);
 }
 
 double _pm_sample_weight(size_t size, size_t rate) {
@@ -103,22 +154,92 @@ double _pm_sample_weight(size_t size, size_t rate) {
     return p > 0 ? 1.0 / p : 1.0;
 }
 
-/* The countdown ran out (or the epoch moved): redraw it, and say whether to sample this one. */
-static bool arm(pm_sample_point_t *sp, size_t size) {
+/* guard:1, every allocation: the countdown stays at 0, so that each one comes here, and sampling
+ * becomes a coin per allocation with the same probability (points in disjoint byte ranges of a
+ * Poisson process are independent). A sampled allocation is not guarded (see arm). */
+static unsigned arm_every(pm_sample_point_t *sp, size_t size, size_t rate, uint32_t epoch) {
+    sp->epoch = epoch;
+    sp->left = 0;
+    sp->guard_due = false;
+    if (sp->busy) return 0;
+    bool sample = rate == 1 || (rate > 1 && point_within(sp, (double)size, 1.0 / (double)rate));
+    return sample ? PM_ARM_SAMPLE : PM_ARM_GUARD;
+}
+
+/* The countdown ran out (or the epoch moved): redraw it, and say what to do with this allocation.
+ *
+ * Two Poisson processes run over the bytes allocated: sample points (`sample` bytes apart on
+ * average) and guard points (N times the mean request size apart, so about one allocation in N
+ * holds one). One countdown serves both, because the two together are one Poisson process whose
+ * rate is the sum, and each of its points is, independently, a sample point with probability
+ * (sample rate / sum), else a guard point. So at each point we draw its kind, and the rest of
+ * the allocation after it may hold a point of the other kind too; that keeps the chance that an
+ * allocation is sampled exactly what it was without guarding, which the sample weights rely on,
+ * and needs nothing in the sample point but its countdown (the fast path is untouched; two
+ * countdowns and their minimum would need more fields in the heap). With guard off, this is the
+ * plain byte sampler, draw for draw.
+ *
+ * The mean request size is not known (the fast path counts bytes only), so it is estimated here:
+ * the allocations that hold a point are picked in proportion to their size (size-biased), and
+ * the mean of 1/size over such picks is exactly 1/(mean size) over all allocations. The guard rate
+ * is linear in that estimate, so its noise averages out: in the long run one allocation in N holds
+ * a guard point. That also makes the choice size-biased, as tcmalloc's: a 1 KiB request is 16
+ * times likelier to be guarded than a 64-byte one. An allocation that both kinds hit is sampled,
+ * and the next allocation is guarded instead (guard_due), so that the profile keeps every sample. */
+static unsigned arm(pm_sample_point_t *sp, size_t size) {
     uint32_t epoch = atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed);
-    size_t rate = _pm_sample_rate();
-    int64_t left = sp->left;                     /* minus the bytes past the sample point */
+    size_t rate = _pm_sample_rate(), every = _pm_sample_guard();
+    if (every == 1) return arm_every(sp, size, rate, epoch);
+    double sample_lambda = rate ? 1.0 / (double)rate : 0.0;
+    double guard_lambda = every ? atomic_load_explicit(&mean_inverse, memory_order_relaxed) / (double)every : 0.0;
+    double lambda = sample_lambda + guard_lambda;
+    double mean = guard_lambda == 0 ? (double)rate : 1.0 / lambda;   /* with guard off: `rate`, exactly */
+    if (sp->guard_due) {                         /* not a point: the guard owed by a sampled one */
+        sp->epoch = epoch;
+        if (every == 0) {                        /* guard went off meanwhile */
+            sp->guard_due = false;
+            sp->left = lambda > 0 ? draw(sp, mean) : PM_SAMPLE_IDLE;
+            return 0;
+        }
+        if (sp->busy) { sp->left = 0; return 0; }
+        bool sample = point_within(sp, (double)size, sample_lambda);
+        sp->left = draw(sp, mean);
+        if (sample) return PM_ARM_SAMPLE;        /* still owed: the next one */
+        sp->guard_due = false;
+        return guard_allowed() ? PM_ARM_GUARD : 0;
+    }
+    int64_t left = sp->left;                     /* minus the bytes past the point */
     if (sp->epoch != epoch) {                    /* a new rate: count from a fresh draw */
         sp->epoch = epoch;
-        left = (rate ? draw(sp, rate) : PM_SAMPLE_IDLE) - (int64_t)size;
-        if (left >= 0 || rate == 0) { sp->left = rate ? left : PM_SAMPLE_IDLE; return false; }
+        left = (lambda > 0 ? draw(sp, mean) : PM_SAMPLE_IDLE) - (int64_t)size;
+        if (left >= 0 || lambda == 0) { sp->left = lambda > 0 ? left : PM_SAMPLE_IDLE; return 0; }
     }
-    if (rate == 0) { sp->left = PM_SAMPLE_IDLE; return false; }
-    /* The distance from the end of this allocation to the next sample point is exponential with
-     * mean `rate` whatever happened inside it (the process is memoryless): draw it once, rather
-     * than step through every sample point of a huge request (malloc(SIZE_MAX) would spin). */
-    sp->left = draw(sp, rate);
-    return !sp->busy;
+    if (lambda == 0) { sp->left = PM_SAMPLE_IDLE; return 0; }
+    unsigned what = PM_ARM_SAMPLE;
+    if (guard_lambda > 0) {
+        double x = atomic_load_explicit(&mean_inverse, memory_order_relaxed);   /* lost updates: harmless */
+        x += (1.0 / (double)(size ? size : 1) - x) * MEAN_WEIGHT;
+        atomic_store_explicit(&mean_inverse, x, memory_order_relaxed);
+        double rest = (double)size;               /* the allocation's bytes after the point */
+        if (-(double)left < rest) rest = -(double)left;
+        bool first_sample = sample_lambda > 0 &&
+                            ((double)(next_random(sp) >> 11) + 1.0) * 0x1.0p-53 * lambda <= sample_lambda;
+        bool sample = first_sample || point_within(sp, rest, sample_lambda);
+        bool guard = !first_sample || point_within(sp, rest, guard_lambda);
+        what = (sample ? PM_ARM_SAMPLE : 0) | (guard ? PM_ARM_GUARD : 0);
+    }
+    /* The distance from the end of this allocation to the next point is exponential whatever
+     * happened inside it (the process is memoryless): draw it once, rather than step through every
+     * point of a huge request (malloc(SIZE_MAX) would spin). */
+    sp->left = draw(sp, mean);
+    if (sp->busy) return 0;
+    if (what == (PM_ARM_SAMPLE | PM_ARM_GUARD)) {
+        sp->guard_due = true;
+        sp->left = 0;                            /* the next allocation comes back for its guard */
+        return PM_ARM_SAMPLE;
+    }
+    if (what == PM_ARM_GUARD && !guard_allowed()) return 0;
+    return what;
 }
 
 /* ---- stacks ---- */
@@ -146,8 +267,8 @@ static bool in_own_text(uintptr_t ip) {
     return false;
 }
 
-/* The stack of the allocation, innermost first, without our own frames. */
-static unsigned capture(void **frames, void *ra) {
+/* The stack of the allocation, innermost first, without our own frames: at most `max`. */
+static unsigned capture(void **frames, unsigned max, void *ra) {
     if (!atomic_load_explicit(&own_text_known, memory_order_acquire)) {
         Dl_info info;
         if (dladdr((void *)capture, &info) && info.dli_fname && info.dli_fname[0])
@@ -161,9 +282,12 @@ static unsigned capture(void **frames, void *ra) {
     for (int i = 0; i < n && i < 16; i++)                /* cut exactly at the program's call */
         if (raw[i] == ra) { start = i; break; }
     unsigned m = 0;
-    for (int i = start; i < n && m < PM_MAX_FRAMES; i++) frames[m++] = raw[i];
+    for (int i = start; i < n && m < max && m < PM_MAX_FRAMES; i++) frames[m++] = raw[i];
     return m;
 }
+
+/* The hook's `stack`, for guarded slots (heap/guard.c): the stack of a malloc (from ra) or a free. */
+static unsigned stack(void **frames, unsigned max, void *ra) { return capture(frames, max, ra); }
 
 /* The index key of a stack: the table's hash chained over the frames (nonzero: 0 is no key). */
 static uintptr_t stack_key(void *const *frames, unsigned n) {
@@ -216,7 +340,7 @@ static void record(pm_sample_point_t *sp, void *p, size_t size, void *ra) {
     if (sp->busy) return;
     sp->busy = true;
     void *frames[PM_MAX_FRAMES];
-    unsigned n = capture(frames, ra);
+    unsigned n = capture(frames, PM_MAX_FRAMES, ra);
     double weight = _pm_sample_weight(size, _pm_sample_rate());
     bool ok = false;
     pthread_mutex_lock(&sample_lock);

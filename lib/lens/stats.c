@@ -118,6 +118,11 @@ void _pm_stats_print(int fd) {
                    s.decaying, s.dirty_slots * PM_SLOT_SIZE, s.huge_cached, _pm_options.purge_delay, s.returned,
                    _pm_purge_thread_state());
     _pm_out_printf(&o, "heaps: %zu (%zu abandoned, waiting for a thread)\n", s.heaps, s.heaps_abandoned);
+    pm_guard_counts_t g;
+    _pm_guard_counts(&g);
+    if (g.slots)                              /* their region is outside the arenas: not in the accounting */
+        _pm_out_printf(&o, "guarded: %zu blocks live in %zu slots, %zu allocations guarded in total (guard:%zu)\n",
+                       g.live, g.slots, g.guarded_total, _pm_sample_guard());
     _pm_out_printf(&o, "byte accounting %36s  share\n", "bytes");
     row(&o, "in use (blocks handed out)", s.in_use + s.huge_requested, s.mapped);
     row(&o, "free blocks in pools", s.free_in_pools, s.mapped);

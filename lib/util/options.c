@@ -20,6 +20,7 @@
 pm_options_t _pm_options = {
     .purge_delay = 1000,
     .background = true,
+    .guard_rate = 500,
     .dir = ".",
     .prefix = "poolmalloc",
 };
@@ -34,6 +35,8 @@ typedef struct {
 } opt_t;
 
 #define FIELD(f) offsetof(pm_options_t, f), sizeof(((pm_options_t *)0)->f)
+/* Bit i of `given` is entry i, and tests/fuzz/fuzz_conf.c lists the keys in this order: a new key
+ * goes at the end. */
 static const opt_t table[] = {
     { "stats",       OPT_BOOL,    FIELD(stats),       false, "print the statistics report to stderr at exit" },
     { "verbose",     OPT_BOOL,    FIELD(verbose),     false, "say on stderr where each report went" },
@@ -49,6 +52,8 @@ static const opt_t table[] = {
     { "at_exit",     OPT_BOOL,    FIELD(at_exit),     true,  "dump the reports once more at exit" },
     { "leaks",       OPT_BOOL,    FIELD(leaks),       true,  "at exit, list sampled blocks still live, by site" },
     { "interval",    OPT_SIZE,    FIELD(interval),    true,  "dump every this many bytes allocated" },
+    { "guard",       OPT_SIZE,    FIELD(guard),       false, "put about one allocation in this many against a guard page (0 off, 1 all)" },
+    { "guard_rate",  OPT_SIZE,    FIELD(guard_rate),  false, "guard at most this many allocations a second (0: no cap)" },
 };
 #define NOPTS (sizeof table / sizeof table[0])
 _Static_assert(NOPTS <= 32, "`given` is a 32-bit mask");

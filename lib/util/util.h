@@ -59,6 +59,8 @@ typedef struct {
     bool   background;     /* a background thread returns decayed memory of an idle program */
     bool   hardened;       /* canaries, zeroed freed blocks and a quarantine (heap/harden.c); start-up only */
     size_t sample;         /* mean bytes between sampled allocations; 0: off; 1: every one */
+    size_t guard;          /* guard about one allocation in this many (guard.c); 0: off; 1: every one */
+    size_t guard_rate;     /* guard at most this many allocations a second; 0: no cap */
     int    signal;         /* dump reports on this signal; 0: off */
     char   dir[256];       /* where report files go */
     char   prefix[64];     /* report file names: <dir>/<prefix>.<pid>.<seq>.<ext> */

@@ -35,7 +35,7 @@
 /* The options table's keys, in its order: bit i of `given` is key i (checked at start-up). */
 static const char *const keys[] = {
     "stats", "verbose", "purge", "purge_delay", "background", "sample", "signal", "dir", "prefix",
-    "formats", "at_exit", "leaks", "interval",
+    "formats", "at_exit", "leaks", "interval", "guard", "guard_rate",
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 enum { K_SAMPLE = 5, K_SIGNAL = 6, K_FORMATS = 9 };
@@ -44,6 +44,7 @@ enum { K_SAMPLE = 5, K_SIGNAL = 6, K_FORMATS = 9 };
 static const pm_options_t defaults = {
     .purge_delay = 1000,
     .background = true,
+    .guard_rate = 500,
     .dir = ".",
     .prefix = "poolmalloc",
 };

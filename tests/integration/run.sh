@@ -25,10 +25,13 @@ mkdir -p "$PM_BUILD/logs"
 # Build the C programs up front so that compiler errors show early; a test whose program does
 # not build fails with the compiler's message (each t_*.sh calls pm_build again, a no-op here).
 : >"$PM_BUILD/logs/build.log"
+# A spec is "name source [cflags...]"; the cflags must be those its t_*.sh passes to pm_build.
 for spec in "stress tests/stress/stress.c" "forkexec tests/integration/forkexec.c" \
-            "threads_churn tests/integration/threads_churn.c"; do
-    read -r prog src <<<"$spec"
-    ( PM_TEST_NAME=build pm_build "$prog" "$src" ) 2>>"$PM_BUILD/logs/build.log" || \
+            "threads_churn tests/integration/threads_churn.c" \
+            "guard_errors tests/integration/guard/guard.c -O0 -rdynamic"; do
+    read -r prog src flags <<<"$spec"
+    # shellcheck disable=SC2086  # flags: words
+    ( PM_TEST_NAME=build pm_build "$prog" "$src" $flags ) 2>>"$PM_BUILD/logs/build.log" || \
         echo "warning: cannot build $prog (see build/tests/logs/build.log); its test will fail" >&2
 done
 

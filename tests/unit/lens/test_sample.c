@@ -248,3 +248,146 @@ Test(sample, memory_errors_name_the_allocation_site_of_a_sampled_block) {
     cr_assert(aborted_with(st, msg, "free(): double free"), "%s", msg);
     cr_assert_null(strstr(msg, "allocated at"), "an unsampled block has no site: %s", msg);
 }
+
+/* ---- guard points (guard:N): the second process that shares the countdown (arm) ---- */
+
+/* The fixed seed again, with guard:every on and no cap on guarded allocations a second (these
+ * tests make thousands in a fraction of a second). */
+static void guarding_at(size_t every, size_t rate) {
+    _pm_sample_set_guard_cap(0);
+    _pm_sample_set_guard(every);
+    sampling_at(rate);
+}
+
+/* Allocate n blocks of size size_of(i), freeing each at once; count the guarded ones of each of
+ * the two sizes. No assert runs in between: Criterion's own allocations would be counted. */
+static void count_guarded(size_t n, size_t small, size_t large, size_t counts[2]) {
+    counts[0] = counts[1] = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t size = (i & 1) ? large : small;
+        void *p = alloc_at_site_a(size);
+        if (_pm_is_guard_ptr(p)) counts[i & 1]++;
+        free(p);
+    }
+}
+
+/* guard:64 over 200,000 allocations of 64 and 1024 bytes, alternately (mean 544): about one in
+ * 64 is guarded (3,125), and size-biased: a 1024-byte request 16 times as often as a 64-byte one
+ * (expected 184 and 2,900; each about 1 - exp(-size / (64 * 544)) of its 100,000). */
+Test(sample, guard_points_hit_about_one_allocation_in_n_in_proportion_to_size, .timeout = 60) {
+    guarding_at(64, 0);
+    size_t c[2];
+    count_guarded(200000, 64, 1024, c);
+    _pm_sample_set_guard(0);
+    double total = (double)(c[0] + c[1]);
+    cr_assert(total > 0.85 * 3084 && total < 1.15 * 3084, "guarded %zu + %zu of 200000, want about 3084", c[0], c[1]);
+    cr_assert(c[0] > 0.7 * 184 && c[0] < 1.3 * 184, "64-byte: %zu guarded, want about 184", c[0]);
+    cr_assert(c[1] > 0.85 * 2900 && c[1] < 1.15 * 2900, "1024-byte: %zu guarded, want about 2900", c[1]);
+}
+
+/* The mean request size behind the guard rate comes from the points' sizes: a stream of 100-byte
+ * requests, then one of 1000-byte ones, each estimated within 10%. While the estimate moves from
+ * 100 to 1000 bytes (32 points make up most of it), the rate is too high: about 32 ln 10 = 74
+ * extra guards; once it has settled, one in 1000 again. */
+Test(sample, the_guard_rate_follows_the_mean_request_size) {
+    guarding_at(1000, 0);
+    size_t c[2], moving, settled;
+    count_guarded(200000, 100, 100, c);
+    double first = _pm_sample_mean_size();
+    count_guarded(200000, 1000, 1000, c);
+    moving = c[0] + c[1];
+    double second = _pm_sample_mean_size();
+    count_guarded(200000, 1000, 1000, c);
+    settled = c[0] + c[1];
+    _pm_sample_set_guard(0);
+    cr_assert(first > 90 && first < 110, "100-byte requests: estimated %.1f", first);
+    cr_assert(second > 900 && second < 1100, "1000-byte requests: estimated %.1f", second);
+    cr_assert(moving > 200 && moving < 350, "%zu of 200000 guarded while the estimate moved, want about 274", moving);
+    cr_assert(settled > 150 && settled < 250, "%zu of 200000 guarded, want about 200", settled);
+}
+
+/* Guard points must not bias the profile: the estimates of the test above (at 16 KiB, about
+ * 1,000 samples at site a, a standard deviation of 2.3%), with guard:16 beside it (its slots fill
+ * up and the rest fall back; its points still fall). Over 30 seeds site a's estimate averaged
+ * 0.9985 of the truth with guard:16 and 0.9942 without. */
+Test(sample, sample_estimates_stay_unbiased_with_guard_on, .timeout = 60) {
+    enum { NA = (16 << 20) / 48, NB = (32 << 20) / (24 << 10) };
+    void **a = calloc(NA, sizeof *a), **b = calloc(NB, sizeof *b);
+    guarding_at(16, 16 << 10);
+    size_t guarded = 0;
+    for (int i = 0; i < NA; i++) { a[i] = alloc_at_site_a(48); guarded += _pm_is_guard_ptr(a[i]); }
+    for (int i = 0; i < NB; i++) { b[i] = alloc_at_site_b(24 << 10); guarded += _pm_is_guard_ptr(b[i]); }
+    _pm_sample_set_guard(0);
+    _pm_sample_set_rate(0);
+    pm_sites_t s;
+    cr_assert_eq(_pm_sites_snapshot(&s), 0);
+    const pm_site_t *sa = site_through(&s, (void *)alloc_at_site_a), *sb = site_through(&s, (void *)alloc_at_site_b);
+    cr_assert(sa && sb);
+    double ta = (double)NA * 48, tb = (double)NB * (24 << 10);
+    cr_assert(sa->live_est_bytes > 0.9 * ta && sa->live_est_bytes < 1.1 * ta, "site a: %.0f for %.0f", sa->live_est_bytes, ta);
+    cr_assert(sb->live_est_bytes > 0.9 * tb && sb->live_est_bytes < 1.1 * tb, "site b: %.0f for %.0f", sb->live_est_bytes, tb);
+    cr_assert(sa->live_est_count > 0.9 * NA && sa->live_est_count < 1.1 * NA, "site a count: %.0f", sa->live_est_count);
+    pm_guard_counts_t g;
+    _pm_guard_counts(&g);
+    cr_assert_eq(guarded, g.slots, "guarding went on until every slot was live: %zu of %zu", guarded, g.slots);
+    _pm_sites_free(&s);
+    for (int i = 0; i < NA; i++) free(a[i]);
+    for (int i = 0; i < NB; i++) free(b[i]);
+    free(a); free(b);
+}
+
+/* An allocation hit by both kinds of point is sampled, and the guard is owed to the next one: at
+ * sample:1 every allocation is sampled and none guarded; the first after sampling stops is. */
+Test(sample, a_sampled_allocation_is_never_guarded_and_the_next_one_is) {
+    guarding_at(4, 1);
+    enum { N = 1000 };
+    static void *blocks[N];
+    size_t guarded = 0;
+    for (int i = 0; i < N; i++) { blocks[i] = alloc_at_site_b(32); guarded += _pm_is_guard_ptr(blocks[i]); }
+    _pm_sample_set_rate(0);
+    void *owed = alloc_at_site_b(32);
+    _pm_sample_set_guard(0);
+    cr_assert_eq(guarded, 0);
+    cr_assert(_pm_is_guard_ptr(owed), "the owed guard went to the next allocation");
+    pm_sites_t s;
+    cr_assert_eq(_pm_sites_snapshot(&s), 0);
+    const pm_site_t *sb = site_through(&s, (void *)alloc_at_site_b);
+    cr_assert(sb && sb->live_count == N && sb->alloc_count == N, "every one sampled, exactly");
+    _pm_sites_free(&s);
+    for (int i = 0; i < N; i++) free(blocks[i]);
+    free(owed);
+}
+
+/* guard:1 guards every allocation that sampling does not take, with no randomness. */
+Test(sample, guard_1_guards_every_allocation) {
+    guarding_at(1, 0);
+    enum { N = 100 };
+    static void *blocks[N];
+    for (int i = 0; i < N; i++) blocks[i] = alloc_at_site_a(8 + (size_t)i);
+    _pm_sample_set_guard(0);
+    for (int i = 0; i < N; i++) cr_assert(_pm_is_guard_ptr(blocks[i]), "allocation %d guarded", i);
+    for (int i = 0; i < N; i++) free(blocks[i]);
+}
+
+/* Past guard_rate guarded allocations a second (after a burst of 64), guard points go
+ * unguarded, however small N is: guard:2 for 0.3 s at guard_rate:200 makes about 60 + 64. The
+ * bound is an upper one, so a slow machine only makes fewer. */
+Test(sample, guarded_allocations_are_capped_at_guard_rate_a_second, .timeout = 30) {
+    cr_assert_eq(pm_ctl("opt.guard_rate", NULL, NULL, "200", 3), 0);
+    _pm_sample_set_guard(2);
+    sampling_at(0);
+    uint64_t start = _pm_os_now_ns(), end;
+    size_t guarded = 0, total = 0;
+    while ((end = _pm_os_now_ns()) - start < 300000000ull) {
+        void *p = alloc_at_site_a(64);
+        guarded += _pm_is_guard_ptr(p);
+        total++;
+        free(p);
+    }
+    _pm_sample_set_guard(0);
+    double seconds = (double)(end - start) * 1e-9;
+    cr_assert_eq(pm_ctl("opt.guard_rate", NULL, NULL, "500", 3), 0);
+    cr_assert_leq(guarded, 64 + (size_t)(200 * seconds) + 1, "%zu guarded in %.3f s", guarded, seconds);
+    cr_assert_geq(guarded, 64, "the burst at least: %zu of %zu allocations", guarded, total);
+    cr_assert_gt(total, 10 * guarded, "far more guard points than guarded allocations: %zu, %zu", total, guarded);
+}
