@@ -34,11 +34,11 @@
 
 /* The options table's keys, in its order: bit i of `given` is key i (checked at start-up). */
 static const char *const keys[] = {
-    "stats", "verbose", "purge", "purge_delay", "background", "sample", "signal", "dir", "prefix",
-    "formats", "at_exit", "leaks", "interval", "guard", "guard_rate",
+    "stats", "verbose", "purge", "purge_delay", "background", "hardened", "sample", "signal", "dir",
+    "prefix", "formats", "at_exit", "leaks", "interval", "guard", "guard_rate",
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
-enum { K_SAMPLE = 5, K_SIGNAL = 6, K_FORMATS = 9 };
+enum { K_SAMPLE = 6, K_SIGNAL = 7, K_FORMATS = 10 };
 
 /* The defaults: lib/util/options.c's initializer of _pm_options. */
 static const pm_options_t defaults = {
