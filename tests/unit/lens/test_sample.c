@@ -56,6 +56,17 @@ Test(sample, every_allocation_is_sampled_at_rate_1_with_exact_counts) {
     _pm_sites_free(&s);
 }
 
+/* Site a holds na blocks of 48 bytes, site b nb of 24 KiB: each estimate within 10%. */
+static const pm_site_t *assert_estimates(const pm_sites_t *s, size_t na, size_t nb) {
+    const pm_site_t *sa = site_through(s, (void *)alloc_at_site_a), *sb = site_through(s, (void *)alloc_at_site_b);
+    cr_assert(sa && sb);
+    double ta = (double)na * 48, tb = (double)nb * (24 << 10);
+    cr_assert(sa->live_est_bytes > 0.9 * ta && sa->live_est_bytes < 1.1 * ta, "site a: %.0f for %.0f", sa->live_est_bytes, ta);
+    cr_assert(sb->live_est_bytes > 0.9 * tb && sb->live_est_bytes < 1.1 * tb, "site b: %.0f for %.0f", sb->live_est_bytes, tb);
+    cr_assert(sa->live_est_count > 0.9 * (double)na && sa->live_est_count < 1.1 * (double)na, "site a count: %.0f", sa->live_est_count);
+    return sa;
+}
+
 /* 32 MiB in 48-byte blocks at one site and 64 MiB in 24 KiB blocks at another, sampled 1 in
  * 64 KiB (about 500 and 1000 samples): each estimate within 10% of the truth, and half of it
  * after freeing every other block of the first site. */
@@ -67,18 +78,13 @@ Test(sample, estimates_are_unbiased_at_a_real_rate, .timeout = 60) {
     for (int i = 0; i < NB; i++) b[i] = alloc_at_site_b(24 << 10);
     pm_sites_t s;
     cr_assert_eq(_pm_sites_snapshot(&s), 0);
-    const pm_site_t *sa = site_through(&s, (void *)alloc_at_site_a), *sb = site_through(&s, (void *)alloc_at_site_b);
-    cr_assert(sa && sb);
-    double ta = (double)NA * 48, tb = (double)NB * (24 << 10);
-    cr_assert(sa->live_est_bytes > 0.9 * ta && sa->live_est_bytes < 1.1 * ta, "site a: %.0f for %.0f", sa->live_est_bytes, ta);
-    cr_assert(sb->live_est_bytes > 0.9 * tb && sb->live_est_bytes < 1.1 * tb, "site b: %.0f for %.0f", sb->live_est_bytes, tb);
-    cr_assert(sa->live_est_count > 0.9 * NA && sa->live_est_count < 1.1 * NA, "site a count: %.0f", sa->live_est_count);
+    const pm_site_t *sa = assert_estimates(&s, NA, NB);
     cr_assert_gt(sa->live_count, 300, "about 500 samples, got %llu", (unsigned long long)sa->live_count);
     _pm_sites_free(&s);
     for (int i = 0; i < NA; i += 2) free(a[i]);
     cr_assert_eq(_pm_sites_snapshot(&s), 0);
     sa = site_through(&s, (void *)alloc_at_site_a);
-    cr_assert(sa->live_est_bytes > 0.4 * ta && sa->live_est_bytes < 0.6 * ta, "half freed: %.0f of %.0f", sa->live_est_bytes, ta);
+    cr_assert(sa->live_est_bytes > 0.4 * NA * 48.0 && sa->live_est_bytes < 0.6 * NA * 48.0, "half freed: %.0f of %.0f", sa->live_est_bytes, NA * 48.0);
     _pm_sites_free(&s);
     _pm_sample_set_rate(0);
     for (int i = 1; i < NA; i += 2) free(a[i]);
@@ -321,12 +327,7 @@ Test(sample, sample_estimates_stay_unbiased_with_guard_on, .timeout = 60) {
     _pm_sample_set_rate(0);
     pm_sites_t s;
     cr_assert_eq(_pm_sites_snapshot(&s), 0);
-    const pm_site_t *sa = site_through(&s, (void *)alloc_at_site_a), *sb = site_through(&s, (void *)alloc_at_site_b);
-    cr_assert(sa && sb);
-    double ta = (double)NA * 48, tb = (double)NB * (24 << 10);
-    cr_assert(sa->live_est_bytes > 0.9 * ta && sa->live_est_bytes < 1.1 * ta, "site a: %.0f for %.0f", sa->live_est_bytes, ta);
-    cr_assert(sb->live_est_bytes > 0.9 * tb && sb->live_est_bytes < 1.1 * tb, "site b: %.0f for %.0f", sb->live_est_bytes, tb);
-    cr_assert(sa->live_est_count > 0.9 * NA && sa->live_est_count < 1.1 * NA, "site a count: %.0f", sa->live_est_count);
+    assert_estimates(&s, NA, NB);
     pm_guard_counts_t g;
     _pm_guard_counts(&g);
     cr_assert_eq(guarded, g.slots, "guarding went on until every slot was live: %zu of %zu", guarded, g.slots);
