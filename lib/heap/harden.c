@@ -193,7 +193,7 @@ void *_pm_hard_alloc(pm_heap_t *heap, size_t size, size_t align, bool zero) {
 
 /* malloc's way here: the sampler's countdown and a pop, without _pm_allocate's generality. */
 void *_pm_hard_malloc(size_t size, void *ra) {
-    pm_heap_t *heap = _pm_heap_get();
+    pm_heap_t *heap = _pm_heap_mine();
     unsigned c = class_for(size, PM_ALIGN);
     if (PM_UNLIKELY(heap == NULL || c == PM_NCLASSES)) return _pm_allocate(size, c, PM_ALIGN, false, false, ra);
     if (PM_UNLIKELY((heap->sample.left -= (int64_t)size) < 0 ||
@@ -273,7 +273,7 @@ void _pm_hard_free(const char *func, pm_pool_t *pool, void *p) {
     check_canaries(func, block, pool->block_size, p, n);
     _pm_forget_if_sampled(pool, p);
     zero_used(block, pool->block_size, off, n);
-    _pm_heap_quarantine(_pm_heap_get(), pool, (pm_block_t *)(void *)block);
+    _pm_heap_quarantine(_pm_heap_mine(), pool, (pm_block_t *)(void *)block);
 }
 
 size_t _pm_hard_usable(const char *func, const void *p) {

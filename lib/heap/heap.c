@@ -37,7 +37,8 @@ pm_heap_t _pm_heap_empty = {
     .is_static = true,                      /* foreign caches of capacity 0: never used */
 };
 __thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec"))) = &_pm_heap_empty;
-static __thread pm_heap_t *tls_heap __attribute__((tls_model("initial-exec"))) = &_pm_heap_empty; /* the thread's own */
+__thread pm_heap_t *_pm_heap_own __attribute__((tls_model("initial-exec"))) = &_pm_heap_empty;
+#define tls_heap _pm_heap_own
 static __thread bool tls_dead __attribute__((tls_model("initial-exec")));
 
 static pthread_mutex_t heap_lock = PTHREAD_MUTEX_INITIALIZER;

@@ -403,6 +403,12 @@ extern pm_heap_t _pm_heap_empty;
  * always when hardened, so that every call goes to the slow paths; _pm_heap_get gives the heap). */
 extern __thread pm_heap_t *_pm_heap_tls __attribute__((tls_model("initial-exec")));
 pm_heap_t *_pm_heap_get(void);            /* the thread's heap, acquiring one if needed */
+extern __thread pm_heap_t *_pm_heap_own __attribute__((tls_model("initial-exec"))); /* the thread's heap, or the empty one */
+/* _pm_heap_get with its common case inline: the hardened paths ask at every call. */
+PM_INLINE pm_heap_t *_pm_heap_mine(void) {
+    pm_heap_t *heap = _pm_heap_own;
+    return PM_LIKELY(!heap->is_static) ? heap : _pm_heap_get();
+}
 void *_pm_heap_alloc(pm_heap_t *heap, unsigned size_class, bool foreign_ok); /* a real heap; NULL + ENOMEM */
 void  _pm_heap_foreign_counts(size_t counts[PM_FOREIGN_CLASSES]); /* blocks in every foreign cache */
 void *_pm_orphan_alloc(unsigned size_class);                   /* for threads past their exit */
