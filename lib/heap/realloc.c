@@ -69,7 +69,13 @@ void *_pm_realloc_at(void *p, size_t size, void *ra) {
 /* Blocks of a class whose size is a multiple of `align` are aligned to it (size_class.c), so an
  * aligned request up to PM_POOL_ALIGN_MAX (16 KiB) alignment is an ordinary allocation from the first such class. */
 void *_pm_memalign_at(size_t align, size_t size, void *ra) {
-    if (align <= PM_ALIGN) return _pm_malloc_at(size, ra);
+    if (align <= PM_ALIGN) {
+        /* A multiple of align: a guarded block (guard.c) is aligned to its size's largest power
+         * of two, and every other block to 16 anyway. */
+        size_t rounded;
+        if (__builtin_add_overflow(size, align - 1, &rounded)) { errno = ENOMEM; return NULL; }
+        return _pm_malloc_at(rounded & ~(align - 1), ra);
+    }
     _pm_heap_start();
     if (size < align && !_pm_hardened) size = align;   /* hardened: class_for aligns any size */
     if (align <= PM_POOL_ALIGN_MAX && size <= PM_LARGE_MAX) {

@@ -53,7 +53,10 @@ void *_pm_allocate(size_t size, unsigned c, size_t align, bool counted, bool zer
     }
     bool sampled = armed & PM_ARM_SAMPLE;
     void *p;
-    if ((armed & PM_ARM_GUARD) && (p = _pm_guard_alloc(size, align, ra)) != NULL) return p;  /* NULL: as usual */
+    if ((armed & PM_ARM_GUARD) && (p = _pm_guard_alloc(size, align, ra)) != NULL) {   /* NULL: as usual */
+        if (zero) memset(p, 0, size);          /* a reopened slot holds its last block's bytes */
+        return p;
+    }
     if (PM_UNLIKELY(_pm_hardened)) {
         p = _pm_hard_alloc(heap, size, align, zero);     /* its own class: header and canaries */
     } else if (c < PM_NCLASSES) {

@@ -59,10 +59,7 @@ static int opt_ctl(const char *opt, void *oldp, size_t *oldlenp, const void *new
     _pm_options = next;
     if (_pm_sample_rate() != _pm_options.sample) _pm_sample_set_rate(_pm_options.sample);
     _pm_sample_set_guard_cap(_pm_options.guard_rate);
-    if (_pm_sample_guard() != _pm_options.guard) {
-        if (_pm_options.guard) _pm_guard_report_start();
-        _pm_sample_set_guard(_pm_options.guard);
-    }
+    if (_pm_sample_guard() != _pm_options.guard) _pm_sample_set_guard(_pm_options.guard);
     _pm_reporter_start();
     return 0;
 }
@@ -75,7 +72,6 @@ void _pm_lens_start(void) {
     _pm_heap_start();
     pthread_mutex_lock(&lens_lock);
     if (!atomic_load_explicit(&lens_started, memory_order_relaxed)) {
-        if (_pm_options.guard) _pm_guard_report_start();   /* before the first guarded block */
         _pm_sample_set_guard_cap(_pm_options.guard_rate);
         _pm_sample_set_guard(_pm_options.guard);
         _pm_sample_set_rate(_pm_options.sample);

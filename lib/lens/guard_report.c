@@ -110,14 +110,19 @@ static void chain(int sig, siginfo_t *info, void *ctx, struct sigaction *prev) {
         prev->sa_handler = SIG_DFL;
         prev->sa_flags = 0;
     }
-    if (act.sa_handler == SIG_DFL || act.sa_handler == SIG_IGN) {
+    if (act.sa_handler == SIG_IGN && info->si_code <= 0) return;   /* sent by kill(): ignored, as it was */
+    if (act.sa_handler == SIG_DFL || act.sa_handler == SIG_IGN) {     /* a real fault cannot be ignored */
         default_action(sig);
         if (info->si_code <= 0) raise(sig);   /* sent by kill(): it does not fire again by itself */
         return;
     }
-    sigset_t mask = act.sa_mask;
-    if (!(act.sa_flags & SA_NODEFER)) sigaddset(&mask, sig);
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    /* The mask the kernel would have set for that handler: the one at the signal, its sa_mask,
+     * and the signal itself unless it asked for SA_NODEFER (a handler that longjmps out keeps it). */
+    sigset_t mask = ((const ucontext_t *)ctx)->uc_sigmask;
+    for (int s = 1; s < NSIG; s++) if (sigismember(&act.sa_mask, s) == 1) sigaddset(&mask, s);
+    if (act.sa_flags & SA_NODEFER) sigdelset(&mask, sig);
+    else sigaddset(&mask, sig);
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
     if (act.sa_flags & SA_SIGINFO) act.sa_sigaction(sig, info, ctx);
     else act.sa_handler(sig);
 }
@@ -133,8 +138,11 @@ static void on_fault(int sig, siginfo_t *info, void *ctx) {
                 for (;;) pause();             /* another thread is reporting; its fault ends us */
             report(sig, addr, &f, ctx);
             default_action(sig);
+            /* The access would fault again, fatally, unless another thread reopened the slot
+             * meanwhile: the signal, pending until this handler returns, ends the process anyway. */
+            raise(sig);
             errno = saved;
-            return;                           /* the access runs again and faults, now fatally */
+            return;
         }
     }
     chain(sig, info, ctx, &previous[sig == SIGSEGV ? 0 : 1]);
@@ -142,6 +150,7 @@ static void on_fault(int sig, siginfo_t *info, void *ctx) {
 }
 
 void _pm_guard_report_start(void) {
+    if (atomic_load_explicit(&installed, memory_order_acquire)) return;   /* at every guarded block */
     int expected = 0;
     if (!atomic_compare_exchange_strong(&installed, &expected, 1)) return;
     /* Read the program's actions first, so that a fault between the two calls finds them. */
@@ -150,7 +159,9 @@ void _pm_guard_report_start(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_fault;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;    /* on the program's altstack if it has one (stack overflows) */
+    /* On an alternate stack only if the program's handler asked for one: the program's handler,
+     * chained from ours, must run on the stack it expects. */
+    sa.sa_flags = SA_SIGINFO | (previous[0].sa_flags & SA_ONSTACK);
     sigemptyset(&sa.sa_mask);
     sigaction(SIGSEGV, &sa, NULL);
     sigaction(SIGBUS, &sa, NULL);

@@ -186,7 +186,7 @@ static unsigned arm_every(pm_sample_point_t *sp, size_t size, size_t rate, uint3
  * a guard point. That also makes the choice size-biased, as tcmalloc's: a 1 KiB request is 16
  * times likelier to be guarded than a 64-byte one. An allocation that both kinds hit is sampled,
  * and the next allocation is guarded instead (guard_due), so that the profile keeps every sample. */
-static unsigned arm(pm_sample_point_t *sp, size_t size) {
+static unsigned arm_points(pm_sample_point_t *sp, size_t size) {
     uint32_t epoch = atomic_load_explicit(&_pm_sample_epoch, memory_order_relaxed);
     size_t rate = _pm_sample_rate(), every = _pm_sample_guard();
     if (every == 1) return arm_every(sp, size, rate, epoch);
@@ -239,6 +239,15 @@ static unsigned arm(pm_sample_point_t *sp, size_t size) {
         return PM_ARM_SAMPLE;
     }
     if (what == PM_ARM_GUARD && !guard_allowed()) return 0;
+    return what;
+}
+
+/* The fault handler goes in before the first guarded block, not at start-up: a runtime that sets
+ * up its own SIGSEGV handling only where it finds none (Rust's stack-overflow handler) still
+ * does, and we chain to it. */
+static unsigned arm(pm_sample_point_t *sp, size_t size) {
+    unsigned what = arm_points(sp, size);
+    if (what & PM_ARM_GUARD) _pm_guard_report_start();
     return what;
 }
 

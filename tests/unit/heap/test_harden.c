@@ -240,3 +240,22 @@ Test(harden, a_forked_child_keeps_checking) {
     free(held);                                /* in the parent's quarantine across the fork */
     expect_abort(fork_child, 50, "free(): heap-buffer-overflow: the 50-byte block");
 }
+
+/* Found by a review: calloc of a guarded block (guard:N with hardened:true) returned the slot's
+ * old bytes; the guarded path now clears it too. */
+Test(harden, calloc_of_a_guarded_block_is_zero) {
+    _pm_sample_set_guard_cap(0);
+    _pm_sample_set_guard(1);
+    _pm_heap_get()->sample.left = -1;
+    size_t dirty = 0, guarded = 0;
+    for (int i = 0; i < 2000; i++) {
+        unsigned char *p = calloc(1, 100 + (size_t)i % 300);
+        guarded += _pm_is_guard_ptr(p);
+        dirty += !all_zero(p, 100 + (size_t)i % 300);
+        memset(p, 0xab, 100 + (size_t)i % 300);
+        free(p);
+    }
+    _pm_sample_set_guard(0);
+    cr_assert_eq(dirty, 0, "%zu calloc blocks not zero", dirty);
+    cr_assert_gt(guarded, 100, "guarded: %zu", guarded);
+}

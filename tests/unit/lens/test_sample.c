@@ -392,3 +392,22 @@ Test(sample, guarded_allocations_are_capped_at_guard_rate_a_second, .timeout = 3
     cr_assert_geq(guarded, 64, "the burst at least: %zu of %zu allocations", guarded, total);
     cr_assert_gt(total, 10 * guarded, "far more guard points than guarded allocations: %zu, %zu", total, guarded);
 }
+
+/* Found by a review: memalign and friends with an alignment of 16 or less kept the alignment
+ * asked for only by luck when the block was guarded (guard.c aligns by size). */
+Test(sample, guarded_blocks_keep_the_alignment_asked_for) {
+    guarding_at(1, 0);
+    size_t bad = 0, guarded = 0;
+    for (size_t align = 1; align <= 16; align *= 2)
+        for (size_t n = 1; n <= 40; n++) {
+            void *p = NULL;
+            if (align >= sizeof(void *) && posix_memalign(&p, align, n) != 0) p = NULL;
+            void *q = memalign(align, n), *r = aligned_alloc(align, n);
+            bad += (p && (uintptr_t)p % align) + ((uintptr_t)q % align != 0) + ((uintptr_t)r % align != 0);
+            guarded += _pm_is_guard_ptr(q) + _pm_is_guard_ptr(r);
+            free(p); free(q); free(r);
+        }
+    _pm_sample_set_guard(0);
+    cr_assert_eq(bad, 0, "%zu blocks misaligned", bad);
+    cr_assert_gt(guarded, 100, "the blocks were guarded: %zu", guarded);
+}
