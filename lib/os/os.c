@@ -107,10 +107,15 @@ void *_pm_os_remap(void *p, size_t old_size, size_t new_size) {
     return q;
 }
 
+/* Threads may race to fill it in: they all store the same value, through relaxed atomics. */
 size_t _pm_os_page_size(void) {
-    static size_t page;
-    if (page == 0) page = (size_t)sysconf(_SC_PAGESIZE);
-    return page;
+    static _Atomic size_t page;
+    size_t p = atomic_load_explicit(&page, memory_order_relaxed);
+    if (p == 0) {
+        p = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&page, p, memory_order_relaxed);
+    }
+    return p;
 }
 
 /* Randomness without a syscall or a file: the kernel's 16 random bytes for this process (AT_RANDOM),
