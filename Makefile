@@ -134,7 +134,7 @@ FUZZ_TIME       ?= 600
 FUZZ_CHECK_TIME ?= 20
 FUZZ_LIB_CFLAGS := -fsanitize=fuzzer-no-link,undefined -fno-sanitize-coverage=trace-cmp -fno-sanitize-recover=undefined
 FUZZ_CFLAGS     := -fsanitize=fuzzer,undefined -fno-sanitize-recover=undefined
-$(BUILD)/tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(HDRS) $(BUILD)/libpoolmalloc.a
+$(BUILD)/tests/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_check.h $(HDRS) $(BUILD)/libpoolmalloc.a
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 $(OPT) -g $(WARN) -fno-builtin $(FUZZ_CFLAGS) -Iinclude -Ilib $< -o $@ \
 	    $(BUILD)/libpoolmalloc.a $(LDLIBS_LIB)

@@ -28,7 +28,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <malloc.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +36,7 @@
 #include <unistd.h>
 
 #include "init.h"     /* the library's internal headers (-Ilib): the checkers and the snapshot */
+#include "fuzz_check.h"
 
 enum { SLOTS = 64 };
 #define LIVE_CAP ((size_t)64 << 20)
@@ -53,22 +53,6 @@ static slot_t S[SLOTS];
 static size_t live_bytes;
 static uint64_t generation;
 
-/* ---- failing ---- */
-static void __attribute__((noreturn, format(printf, 2, 3))) fail(int line, const char *fmt, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = snprintf(buf, sizeof buf, "fuzz_api.c:%d: ", line);
-    if (n > 0 && (size_t)n < sizeof buf) vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
-    va_end(ap);
-    /* write(2): the heap may be what is broken */
-    size_t len = strlen(buf);
-    if (len > sizeof buf - 2) len = sizeof buf - 2;
-    buf[len] = '\n';
-    if (write(2, buf, len + 1) < 0) { /* nothing more to say */ }
-    abort();
-}
-#define CHECK(cond, ...) do { if (!(cond)) fail(__LINE__, __VA_ARGS__); } while (0)
 
 /* ---- the input ---- */
 static const uint8_t *in;

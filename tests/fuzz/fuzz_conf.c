@@ -24,13 +24,14 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "util/util.h"
+#define FUZZ_CHECK_FD 1   /* `make fuzz` closes this target's stderr (-close_fd_mask=2) */
+#include "fuzz_check.h"
 
 /* The options table's keys, in its order: bit i of `given` is key i (checked at start-up). */
 static const char *const keys[] = {
@@ -49,21 +50,6 @@ static const pm_options_t defaults = {
     .prefix = "poolmalloc",
 };
 
-static void __attribute__((noreturn, format(printf, 2, 3))) fail(int line, const char *fmt, ...) {
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = snprintf(buf, sizeof buf, "fuzz_conf.c:%d: ", line);
-    if (n > 0 && (size_t)n < sizeof buf) vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
-    va_end(ap);
-    size_t len = strlen(buf);
-    if (len > sizeof buf - 2) len = sizeof buf - 2;
-    buf[len] = '\n';
-    /* on stdout: `make fuzz` closes this target's stderr (-close_fd_mask=2) */
-    if (write(1, buf, len + 1) < 0) { /* nothing more to say */ }
-    abort();
-}
-#define CHECK(cond, ...) do { if (!(cond)) fail(__LINE__, __VA_ARGS__); } while (0)
 
 static bool same_but_given(const pm_options_t *a, const pm_options_t *b) {
     pm_options_t x = *a, y = *b;

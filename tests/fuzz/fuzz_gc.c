@@ -29,13 +29,13 @@
  * is destroyed. Any mismatch prints one line and aborts; FUZZ_GC_TRACE=1 prints the operations. */
 #define _GNU_SOURCE
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "objects/objects.h"      /* -Ilib: _pm_gc_check, _pm_gc_generation_of, PM_GEN_* */
+#include "fuzz_check.h"
 
 enum { MAX = 96, NREF = 3, NWEAK = 16 };
 enum { T_NODE, T_FIN, T_PHOENIX, T_NOCLEAR, T_LEAF, NTYPES };
@@ -50,21 +50,6 @@ typedef struct obj {
     unsigned char tail[];
 } obj;
 
-/* ---- failing ---- */
-static void __attribute__((noreturn, format(printf, 2, 3))) fail(int line, const char *fmt, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = snprintf(buf, sizeof buf, "fuzz_gc.c:%d: ", line);
-    if (n > 0 && (size_t)n < sizeof buf) vsnprintf(buf + n, sizeof buf - (size_t)n, fmt, ap);
-    va_end(ap);
-    size_t len = strlen(buf);
-    if (len > sizeof buf - 2) len = sizeof buf - 2;
-    buf[len] = '\n';
-    if (write(2, buf, len + 1) < 0) { /* nothing more to say */ }
-    abort();
-}
-#define CHECK(cond, ...) do { if (!(cond)) fail(__LINE__, __VA_ARGS__); } while (0)
 /* The model and the checks are the oracle, not the code under test, and most of the time: no
  * coverage callbacks in them (the library's coverage is what guides), and not inlined into code
  * that has them. */
