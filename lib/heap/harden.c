@@ -13,8 +13,9 @@
  *   canaries   F bytes between header and data (32 in classes of 1 KiB and up, 0 below; for an
  *              alignment above 16, whatever aligns the data) and up to 32 bytes after the data hold
  *              a random byte; the rest of the block after them is zero as far as its span (below).
- *              Each free and realloc checks all of that, so an overflow that stays inside the
- *              block's span is caught at its free.
+ *              Each free and realloc checks the canaries and the next 64 zero bytes, so an overflow
+ *              of up to 96 bytes is caught and named at its free; one further out but inside the
+ *              span, when the block leaves the quarantine.
  *   zeroing    a freed block is zeroed past its header, as far as its span: the whole block in
  *              classes up to PM_HARD_SPAN_MAX (4 KiB of data and more), its first 4 KiB + 128
  *              bytes above (zeroing whole megabytes at every free would cost more than the
@@ -86,22 +87,34 @@ static unsigned class_for(size_t n, size_t align) {
  * interposes, and canaries, at most 32 bytes but for large alignments, a plain loop. */
 static uint64_t canary_word(void) { return canary_byte() * 0x0101010101010101u; }
 
+/* Word stores, the last one overlapping, for n >= 8; below that at most three stores. */
 PM_NO_PATTERNS static void fill_canary(uint8_t *p, size_t n) {
     uint64_t k = canary_word();
-    for (; n >= 8; p += 8, n -= 8) __builtin_memcpy(p, &k, 8);
-    for (; n; p++, n--) *p = (uint8_t)k;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) __builtin_memcpy(p + i, &k, 8);
+        __builtin_memcpy(p + n - 8, &k, 8);
+        return;
+    }
+    if (n & 4) { __builtin_memcpy(p, &k, 4); p += 4; }
+    if (n & 2) { __builtin_memcpy(p, &k, 2); p += 2; }
+    if (n & 1) *p = (uint8_t)k;
 }
 
-/* The offset of the first byte in [p, p + n) that is not the canary, or n. */
+/* The offset of the first byte in [p, p + n) that is not the canary, or n. Word loads as
+ * fill_canary stores them; the byte scan runs only to name a changed byte. */
 static size_t canary_intact(const uint8_t *p, size_t n) {
-    uint64_t k = canary_word(), w;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __builtin_memcpy(&w, p + i, 8);
-        if (w != k) break;
+    uint64_t k = canary_word(), w, diff = 0;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) { __builtin_memcpy(&w, p + i, 8); diff |= w ^ k; }
+        __builtin_memcpy(&w, p + n - 8, 8);
+        diff |= w ^ k;
+    } else {
+        for (size_t i = 0; i < n; i++) diff |= p[i] ^ (uint8_t)k;
     }
-    for (; i < n; i++) if (p[i] != (uint8_t)k) return i;
-    return n;
+    if (PM_LIKELY(diff == 0)) return n;
+    size_t i = 0;
+    while (i < n && p[i] == (uint8_t)k) i++;
+    return i;
 }
 
 static size_t tail_canary(size_t block_size, size_t off, size_t n) {
@@ -156,12 +169,15 @@ static pm_block_t *pop(pm_heap_t *heap, unsigned c) {
     return b;
 }
 
-/* A block about to be handed out must still be zero over its span: a dangling pointer that wrote
- * to it after it left the quarantine is caught here, before the block's next owner could be
- * blamed for the bytes or calloc could hand them out. */
-static void check_clean(const pm_block_t *b, size_t block_size) {
+/* A block about to be handed out must still be zero where its new canaries and data go, as far
+ * as its span (`end`: the offset past the tail canary): a dangling pointer that wrote there after
+ * the block left the quarantine is caught here, before the block's next owner could be blamed for
+ * the bytes or calloc could hand them out. The rest of the span is checked at the block's next
+ * free, and when it next leaves the quarantine: reading it here too would read it three times. */
+static void check_clean(const pm_block_t *b, size_t block_size, size_t end) {
     const uint8_t *p = (const uint8_t *)b;
     size_t span = ZEROING ? PM_HARD_SPAN(block_size) : HDR;
+    if (end < span) span = end;
     if (PM_UNLIKELY(!_pm_bytes_zero(p + HDR, span - HDR))) {
         size_t at = HDR + first_nonzero(p + HDR, span - HDR);
         const uint8_t *data = p + PM_HARD_DATA_AT(block_size);
@@ -182,9 +198,9 @@ void *_pm_hard_alloc(pm_heap_t *heap, size_t size, size_t align, bool zero) {
     if (b == NULL) return NULL;
     uint8_t *block = (uint8_t *)b;
     size_t block_size = _pm_classes[c].size;
-    check_clean(b, block_size);
     size_t off = align <= PM_ALIGN ? front_of(block_size)
                                    : (((uintptr_t)block + HDR + align - 1) & ~(uintptr_t)(align - 1)) - (uintptr_t)block;
+    check_clean(b, block_size, off + size + tail_canary(block_size, off, size));
     uint8_t *p = dress(block, block_size, off, size);
     size_t span = ZEROING ? PM_HARD_SPAN(block_size) : off;
     if (zero && off + size > span) explicit_bzero(block + span, off + size - span);   /* past the span: dirty */
@@ -201,9 +217,9 @@ void *_pm_hard_malloc(size_t size, void *ra) {
         return _pm_allocate(size, c, PM_ALIGN, true, false, ra);
     pm_block_t *b = pop(heap, c);
     if (b == NULL) return NULL;
-    size_t block_size = _pm_classes[c].size;
-    check_clean(b, block_size);
-    return dress((uint8_t *)b, block_size, front_of(block_size), size);
+    size_t block_size = _pm_classes[c].size, off = front_of(block_size);
+    check_clean(b, block_size, off + size + tail_canary(block_size, off, size));
+    return dress((uint8_t *)b, block_size, off, size);
 }
 
 /* The block that p, an arena pointer, is the data of, with its header checked: aborts naming what
@@ -243,8 +259,10 @@ static uint8_t *block_of(const char *func, pm_pool_t *pool, const void *p, size_
 }
 
 
-/* The canaries, and the zero rest of the block as far as the span: an abort naming the first
- * byte changed. */
+/* The canaries, and the zero rest of the block for REST_WINDOW bytes after them (within the
+ * span): an abort naming the first byte changed. An overflow further out, still inside the span,
+ * is caught when the block leaves the quarantine (heap.c), where the whole span is read once. */
+#define REST_WINDOW 64u
 static void check_canaries(const char *func, const uint8_t *block, size_t block_size, const uint8_t *p, size_t n) {
     if (!CANARIES) return;
     size_t off = (size_t)(p - block), front = off - HDR, t = tail_canary(block_size, off, n), at;
@@ -255,6 +273,7 @@ static void check_canaries(const char *func, const uint8_t *block, size_t block_
         _pm_heap_fatal(p, "%s(): heap-buffer-overflow: the %zu-byte block at %p was written past its end (at +%zu)",
                   func, n, (const void *)p, n + at);
     size_t end = off + n + t, span = PM_HARD_SPAN(block_size);
+    if (span > end + REST_WINDOW) span = end + REST_WINDOW;
     if (ZEROING && end < span && !_pm_bytes_zero(block + end, span - end))
         _pm_heap_fatal(p, "%s(): heap-buffer-overflow: the %zu-byte block at %p was written past its end (at +%zu)",
                   func, n, (const void *)p, n + t + first_nonzero(block + end, span - end));

@@ -513,7 +513,7 @@ static void quarantine_release(pm_heap_t *heap, pm_block_t *block) {
         const uint8_t *data = b + PM_HARD_DATA_AT(size);   /* the pointer the program had */
         bool before = b + at < data;
         _pm_heap_fatal(data, "free(): write after free: the block at %p (of a %u-byte class) was written after it was "
-                       "freed (at %c%zu: 0x%02x)", (const void *)data, size, before ? '-' : '+',
+                       "freed, or overflowed far past its end while in use (at %c%zu: 0x%02x)", (const void *)data, size, before ? '-' : '+',
                        before ? (size_t)(data - (b + at)) : (size_t)(b + at - data), b[at]);
     }
 #endif

@@ -113,6 +113,13 @@ static size_t err_size;
 static void overflow_by_one(void *a) { (void)a; char *p = malloc(err_size); p[err_size] ^= 1; free(p); }
 static void underflow_by_one(void *a) { (void)a; char *p = malloc(err_size); p[-1] ^= 1; free(p); }
 static void overflow_far(void *a) { (void)a; char *p = malloc(err_size); p[err_size + 40] ^= 1; free(p); }
+static void overflow_past_window(void *a) {
+    (void)a;
+    char *p = malloc(err_size);
+    p[err_size + 120] ^= 1;                  /* past the canary and the 64 bytes free reads */
+    free(p);
+    for (int i = 0; i < 20000; i++) free(malloc(err_size));   /* until p leaves the quarantine */
+}
 static void front_canary(void *a) { (void)a; char *p = malloc(err_size); p[-32] ^= 1; free(p); }
 static void double_free(void *a) { (void)a; void *p = malloc(err_size); free(p); free(p); }
 static void interior(void *a) { (void)a; char *p = malloc(err_size); free(p + 16); }
@@ -159,6 +166,9 @@ Test(harden, bounds_errors_abort_with_their_names) {
     /* the zero rest of a block is checked too, and large classes have a front canary */
     expect_abort(overflow_far, 1100, "free(): heap-buffer-overflow: the 1100-byte block");  /* 132-byte tail */
     expect_abort(front_canary, 4096, "free(): heap-buffer-underflow: the 4096-byte block at");
+    /* further out (the 1100-byte block's tail is 132 bytes): when the block leaves the quarantine */
+    expect_abort(overflow_past_window, 1100, "free(): write after free: the block at");
+    expect_abort(overflow_past_window, 1100, "or overflowed far past its end while in use (at +1220");
 }
 
 /* A dangling write after the block left the quarantine: malloc finds it before handing the block
