@@ -7,6 +7,7 @@
 #define POOLMALLOC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,6 +56,26 @@ int    pm_ctl(const char *name, void *oldp, size_t *oldlenp, const void *newp, s
 
 /* Write a heap report to fd now: format "text", "json", "pprof" or "folded". 0 or an errno. */
 int    pm_report(int fd, const char *format);
+
+/* Is p in memory this allocator manages (a block it handed out, live or freed)? For wrapping an
+ * allocator that was in use first: free through pm_free what pm_owns, the rest through the old
+ * one (the CPython module does this for the blocks pymalloc handed out before it took over). */
+int    pm_owns(const void *p);
+
+/* Frames of an interpreted language, beside the native ones, in sampled allocation sites.
+ * An interpreter registers a source: at each sampled allocation, on the allocating thread, with
+ * sampling suspended there (so the source may allocate), poolmalloc asks it for the language's
+ * stack, innermost first, as at most `max` ids from pm_frame_intern, and returns how many it
+ * wrote (0: none, say on a thread that runs no interpreted code). Reports put those frames before
+ * the native ones, named "function (file:line)" with `kind` ("python") in the JSON report.
+ * `eval_symbol`, when not NULL, names the interpreter's evaluation function: a folded stack (a
+ * flame graph) of a site with interpreted frames keeps only the native frames inside it, so that
+ * it reads in the interpreted language. A NULL source turns it off.
+ * pm_frame_intern gives a frame's id, the same for the same three values; 0 when out of memory.
+ * Ids are never freed: intern each distinct frame once and keep its id. */
+typedef unsigned (*pm_frame_source_fn)(uint64_t *ids, unsigned max);
+void     pm_set_frame_source(pm_frame_source_fn source, const char *kind, const char *eval_symbol);
+uint64_t pm_frame_intern(const char *function, const char *file, unsigned line);
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,7 @@ static const struct {
     { "reporter (a dump holds every lock below)", _pm_reporter_fork_prepare, _pm_reporter_fork_parent, _pm_reporter_fork_child },
     { "stats",          _pm_stats_fork_prepare,  _pm_stats_fork_parent,  _pm_stats_fork_child },
     { "sampler tables", _pm_sample_fork_prepare, _pm_sample_fork_parent, _pm_sample_fork_child },
+    { "interpreted frames", _pm_frames_fork_prepare, _pm_frames_fork_parent, _pm_frames_fork_child },
     { "heaps",          _pm_heap_fork_prepare,   _pm_heap_fork_parent,   _pm_heap_fork_child },
     { "huge registry",  _pm_huge_fork_prepare,   _pm_huge_fork_parent,   _pm_huge_fork_child },
     { "pool bitmaps",   _pm_pool_fork_prepare,   _pm_pool_fork_parent,   _pm_pool_fork_child },

@@ -190,6 +190,12 @@ PM_EXPORT void *pm_aligned_alloc(size_t align, size_t size) {
     return _pm_memalign(align, size);
 }
 PM_EXPORT size_t pm_usable_size(const void *p) { return _pm_usable_size(p); }
+/* The arena map answers for pooled, zero-size and guarded blocks with one load; anything else is
+ * ours only if the huge registry has it. */
+PM_EXPORT int pm_owns(const void *p) {
+    if (p == NULL) return 0;
+    return _pm_is_arena_ptr(p) || _pm_huge_usable(p, NULL) != 0;
+}
 PM_EXPORT void  pm_stats_print(int fd) { _pm_stats_print(fd); }
 
 PM_EXPORT size_t pm_trim(void) {

@@ -9,6 +9,7 @@
 # Levels (several may be given; each includes build):
 #   build   compiler, libunwind, pkg-config                     (make, make install, make debug)
 #   demo    + python3                                           (make demo)
+#   python  + python3-dev, CPython's headers                    (make python, make install)
 #   check   + Criterion and the real programs the tests run,    (make check, make fuzz)
 #             clang and libFuzzer for the fuzzers (tests/fuzz)
 #   bench   + jemalloc, mimalloc and tcmalloc, the baselines    (make bench)
@@ -21,8 +22,11 @@ for level in "$@"; do
   case "$level" in
     build) ;;
     demo) want+=(python3) ;;
+    python) want+=(python3 python3-dev) ;;
     check)
       want+=(libcriterion-dev python3 sqlite3 perl git coreutils)
+      # the CPython module (make python, tested by make python-check)
+      want+=(python3-dev)
       # google-pprof and jeprof, which must read our pprof reports
       want+=(google-perftools libjemalloc-dev)
       # CPython's own regression tests, which tests/integration/t_python.sh runs under the preload
@@ -32,7 +36,7 @@ for level in "$@"; do
       # (Debian 12's default, 14; the Makefile's FUZZ_CC is clang-14 to match)
       want+=(clang-14 libfuzzer-14-dev) ;;
     bench) want+=(python3 sqlite3 libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 valgrind time) ;;
-    *) echo "usage: $0 [--verify] build|demo|check|bench..." >&2; exit 2 ;;
+    *) echo "usage: $0 [--verify] build|demo|python|check|bench..." >&2; exit 2 ;;
   esac
 done
 missing=()

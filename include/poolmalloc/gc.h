@@ -127,6 +127,16 @@ void    pm_gc_print_why_alive(pm_gc *gc, void *obj, int fd);   /* the same, one 
 void    pm_gc_report(pm_gc *gc, int fd);
 void    pm_gc_report_at_exit(pm_gc *gc, int fd);
 
+/* Another runtime's collector (CPython's, in the poolmalloc module) in the heap reports' gc
+ * section, beside ours and in the same shape: per generation, collections, collected,
+ * uncollectable and pause total, max, p50 and p99, with "collector": name. The runtime records
+ * each of its collections as it ends. A process has at most 8; they live until it exits. Both
+ * are safe from any thread; a report may read a collection half recorded (a counter behind). */
+typedef struct pm_gc_external pm_gc_external;
+pm_gc_external *pm_gc_external_new(const char *name);    /* NULL: eight already */
+void    pm_gc_external_record(pm_gc_external *c, int generation, size_t collected, size_t uncollectable,
+                              uint64_t pause_ns);
+
 #ifdef __cplusplus
 }
 #endif

@@ -58,6 +58,21 @@ unsigned _pm_sample_stack_of(const void *block, void **frames, unsigned max); /*
 void _pm_sites_free(pm_sites_t *s);
 const char *_pm_sample_check(void);          /* takes the lock: NULL, or the invariant that failed */
 
+/* ---- frames.c: frames of an interpreted language (pm_set_frame_source) -------------------- */
+/* In a stack, an interpreted frame is its pm_frame_intern id with bit 63 set, which no user-space
+ * return address has; the report writers name it from its record. */
+#define PM_FRAME_TAG ((uintptr_t)1 << 63)
+#define PM_MAX_FOREIGN_FRAMES 32              /* of PM_MAX_FRAMES; the native ones get the rest */
+static inline bool _pm_frame_is_foreign(const void *frame) { return ((uintptr_t)frame & PM_FRAME_TAG) != 0; }
+typedef struct { const char *function, *file, *symbol; unsigned line; } pm_frame_rec_t;   /* symbol: "f (file:line)" */
+const pm_frame_rec_t *_pm_frame_rec(const void *frame);   /* NULL: not an interpreted frame's id */
+const char *_pm_frames_kind(void);                      /* the source's kind, "python" */
+const char *_pm_frames_eval_symbol(void);               /* its evaluation function, or "" */
+unsigned _pm_frames_capture(void **frames, unsigned max);   /* the source's stack, tagged */
+void _pm_frames_fork_prepare(void);
+void _pm_frames_fork_parent(void);
+void _pm_frames_fork_child(void);
+
 /* ---- report.c: the report formats, written to an fd without malloc in the allocator ---------- */
 int  _pm_report_write(int fd, unsigned format, unsigned seq);   /* PM_FMT_* (one); 0 or errno */
 void _pm_report_leaks(int fd);

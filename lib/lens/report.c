@@ -66,9 +66,22 @@ static bool has_symtab(const char *path) {
 
 typedef struct { uintptr_t ip; char name[120]; char object[136]; } symbol_t;   /* ip: the key */
 
-/* Name the return address ip into *s. */
+static void copy_str(char *dst, size_t cap, const char *src) {
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+/* Name the return address ip into *s; an interpreted frame (frames.c) by its record: its
+ * "function (file:line)" and its file. */
 static void symbolize(symbol_t *s, void *ip) {
     s->ip = (uintptr_t)ip;
+    if (_pm_frame_is_foreign(ip)) {
+        const pm_frame_rec_t *r = _pm_frame_rec(ip);
+        copy_str(s->name, sizeof s->name, r ? r->symbol : "?");
+        copy_str(s->object, sizeof s->object, r ? r->file : "");
+        return;
+    }
     void *at = (char *)ip - 1;                         /* a return address: look inside the call */
     Dl_info info;
     char name[256];
@@ -110,6 +123,15 @@ static void symbolize(symbol_t *s, void *ip) {
 static size_t function_name(const symbol_t *s, char *out, size_t cap) {
     size_t n = 0;
     for (const char *p = s->name; *p && *p != '+' && n + 1 < cap; p++) out[n++] = (*p == ';' || *p == ' ') ? '_' : *p;
+    out[n] = 0;
+    return n;
+}
+
+/* An interpreted frame's name for folded stacks: all of it, as py-spy writes them, but for the
+ * separator ';'. */
+static size_t folded_name(const symbol_t *s, char *out, size_t cap) {
+    size_t n = 0;
+    for (const char *p = s->name; *p && n + 1 < cap; p++) out[n++] = *p == ';' ? '_' : *p;
     out[n] = 0;
     return n;
 }
@@ -191,6 +213,23 @@ static const symbol_t *frame_symbol(sitesview_t *v, void *ip, symbol_t *scratch)
     return scratch;
 }
 
+/* How many of a site's frames a reader of the interpreted language wants, innermost first: with
+ * no interpreted frames, all of them; else the interpreted ones (they come first) and the native
+ * frames inside the interpreter's evaluation function, if the source named one and it is there. */
+static unsigned frames_wanted(sitesview_t *v, void *const *frames, unsigned n) {
+    unsigned nf = 0;
+    while (nf < n && _pm_frame_is_foreign(frames[nf])) nf++;
+    const char *eval = _pm_frames_eval_symbol();
+    if (nf == 0 || eval[0] == 0) return n;
+    size_t len = strlen(eval);
+    for (unsigned i = nf; i < n; i++) {
+        symbol_t scratch;
+        const symbol_t *s = frame_symbol(v, frames[i], &scratch);
+        if (strncmp(s->name, eval, len) == 0 && (s->name[len] == '+' || s->name[len] == 0)) return i;
+    }
+    return n;
+}
+
 /* ---- shared pieces ---- */
 
 typedef struct {
@@ -249,6 +288,13 @@ static void write_sections(pm_out_t *o, unsigned format) {
     }
 }
 
+/* A frame of a stack in the text report: address, symbol, object; an interpreted one: its kind
+ * ("python") in the address's column, then "function (file:line)". */
+static void print_frame(pm_out_t *o, void *frame, const symbol_t *s) {
+    if (_pm_frame_is_foreign(frame)) _pm_out_printf(o, "      %18s  %s\n", _pm_frames_kind(), s->name);
+    else _pm_out_printf(o, "      %18p  %s  %s\n", frame, s->name, s->object);
+}
+
 /* One line naming where a block was allocated, for error messages. */
 void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n) {
     symbol_t s;
@@ -264,7 +310,7 @@ void _pm_report_frames(pm_out_t *o, void *const *frames, unsigned n) {
     symbol_t s;
     for (unsigned i = 0; i < n; i++) {
         symbolize(&s, frames[i]);
-        _pm_out_printf(o, "      %18p  %s  %s\n", frames[i], s.name, s.object);
+        print_frame(o, frames[i], &s);
     }
 }
 
@@ -284,11 +330,9 @@ static void print_sites(pm_out_t *o, sitesview_t *v, size_t max, bool leaks_only
         _pm_out_printf(o, " blocks (%llu sampled); allocated ~", (unsigned long long)s->live_count);
         out_double(o, s->alloc_est_bytes);
         _pm_out_printf(o, " bytes in total\n");
-        for (unsigned f = 0; f < s->nframes && f < TOP_TEXT_FRAMES; f++) {
-            const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch);
-            _pm_out_printf(o, "      %18p  %s  %s\n", s->frames[f], sym->name, sym->object);
-        }
-        if (s->nframes > TOP_TEXT_FRAMES) _pm_out_printf(o, "      ... %u more frames\n", s->nframes - TOP_TEXT_FRAMES);
+        unsigned want = frames_wanted(v, s->frames, s->nframes), show = want < TOP_TEXT_FRAMES ? want : TOP_TEXT_FRAMES;
+        for (unsigned f = 0; f < show; f++) print_frame(o, s->frames[f], frame_symbol(v, s->frames[f], &scratch));
+        if (s->nframes > show) _pm_out_printf(o, "      ... %u more frames\n", s->nframes - show);
     }
 }
 
@@ -378,7 +422,20 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
                        (unsigned long long)s->live_count, (unsigned long long)s->live_bytes);
         for (unsigned f = 0; f < s->nframes; f++) {
             const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch);
-            _pm_out_printf(&o, "%s{\"addr\":\"%p\",\"symbol\":", f ? "," : "", s->frames[f]);
+            const pm_frame_rec_t *r = _pm_frame_rec(s->frames[f]);
+            if (r) {       /* an interpreted frame: its kind, function, file and line */
+                _pm_out_printf(&o, "%s{\"kind\":", f ? "," : "");
+                json_string(&o, _pm_frames_kind());
+                _pm_out_printf(&o, ",\"symbol\":");
+                json_string(&o, sym->name);
+                _pm_out_printf(&o, ",\"function\":");
+                json_string(&o, r->function);
+                _pm_out_printf(&o, ",\"file\":");
+                json_string(&o, r->file);
+                _pm_out_printf(&o, ",\"line\":%u}", r->line);
+                continue;
+            }
+            _pm_out_printf(&o, "%s{\"kind\":\"native\",\"addr\":\"%p\",\"symbol\":", f ? "," : "", s->frames[f]);
             json_string(&o, sym->name);
             _pm_out_printf(&o, ",\"object\":");
             json_string(&o, sym->object);
@@ -435,9 +492,16 @@ static int write_folded(int fd, unsigned seq, sitesview_t *v) {
     for (size_t k = 0; k < v->norder && k < MAX_REPORT_SITES; k++) {
         const pm_site_t *s = &v->sites.sites[v->order[k]];
         if (!(s->live_est_bytes >= 0.5)) continue;
-        for (unsigned f = s->nframes; f-- > 0;) {
-            function_name(frame_symbol(v, s->frames[f], &scratch), fn, sizeof fn);
-            _pm_out_printf(&o, "%s%s", fn, f ? ";" : " ");
+        /* outermost first: the interpreted frames (which the stack holds first), then the native
+         * frames inside the interpreter, which are the allocation's innermost */
+        unsigned want = frames_wanted(v, s->frames, s->nframes), nf = 0;
+        while (nf < want && _pm_frame_is_foreign(s->frames[nf])) nf++;
+        for (unsigned j = 0; j < want; j++) {
+            unsigned f = j < nf ? nf - 1 - j : want - 1 - (j - nf);
+            const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch);
+            if (_pm_frame_is_foreign(s->frames[f])) folded_name(sym, fn, sizeof fn);   /* "f (app.py:3)" */
+            else function_name(sym, fn, sizeof fn);
+            _pm_out_printf(&o, "%s%s", fn, j + 1 < want ? ";" : " ");
         }
         if (s->nframes == 0) _pm_out_printf(&o, "[unknown] ");
         out_double(&o, s->live_est_bytes);

@@ -12,7 +12,8 @@
  * guarded slot (heap/guard.c), and `stack` captures the stacks those slots keep. See arm.
  *
  * A sampled allocation captures its stack with libunwind's unw_backtrace (about 100 ns; never an
- * unw_step loop) before taking the sampler's lock, since libunwind and dl_iterate_phdr take the
+ * unw_step loop), after the frames of an interpreter that registered a source (frames.c), before
+ * taking the sampler's lock, since libunwind and dl_iterate_phdr take the
  * loader's lock and may allocate. The sample point's `busy` stops the sampler from recursing into itself.
  *
  * Tables, under one lock (sampled events are rare: one per `rate` bytes):
@@ -290,6 +291,9 @@ static unsigned capture(void **frames, unsigned max, void *ra) {
     while (start < n && in_own_text((uintptr_t)raw[start])) start++;
     for (int i = 0; i < n && i < 16; i++)                /* cut exactly at the program's call */
         if (raw[i] == ra) { start = i; break; }
+    /* ra is our own code when a wrapper built on the library called it (the CPython module's
+     * allocator functions): the program's frames start past it */
+    while (start < n && in_own_text((uintptr_t)raw[start])) start++;
     unsigned m = 0;
     for (int i = start; i < n && m < max && m < PM_MAX_FRAMES; i++) frames[m++] = raw[i];
     return m;
@@ -349,7 +353,8 @@ static void record(pm_sample_point_t *sp, void *p, size_t size, void *ra) {
     if (sp->busy) return;
     sp->busy = true;
     void *frames[PM_MAX_FRAMES];
-    unsigned n = capture(frames, PM_MAX_FRAMES, ra);
+    unsigned n = _pm_frames_capture(frames, PM_MAX_FOREIGN_FRAMES);   /* an interpreter's, first */
+    n += capture(frames + n, PM_MAX_FRAMES - n, ra);
     double weight = _pm_sample_weight(size, _pm_sample_rate());
     bool ok = false;
     pthread_mutex_lock(&sample_lock);

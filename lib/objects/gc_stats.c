@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include "objects/objects.h"
 
+#include <string.h>
 #include <unistd.h>
 
 static unsigned pause_bucket(uint64_t ns) {
@@ -114,31 +115,50 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t exit_lock = PTHREAD_MUTEX_INITIALIZER;   /* the at-exit list, below */
 static pm_gc *registry;
 
+/* Another runtime's collectors (pm_gc_external_new): a fixed table, never freed, so that a report
+ * reads it with no lock but the count's acquire. */
+#define MAX_EXTERNAL 8
+struct pm_gc_external { char name[32]; pm_gen_stats_t stats[PM_GC_GENERATIONS]; };
+static pm_gc_external externals[MAX_EXTERNAL];
+static _Atomic unsigned nexternal;
+static pthread_mutex_t external_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* The generations of a collector, ours or another's, in the JSON report or as table rows. */
+static void generations_section(pm_out_t *o, bool json, const pm_gen_stats_t *stats) {
+    for (int i = 0; i < PM_GC_GENERATIONS; i++) {
+        const pm_gen_stats_t *st = &stats[i];
+        uint64_t p50 = percentile(st, 500), p99 = percentile(st, 990);
+        if (json)
+            _pm_out_printf(o, "%s{\"collections\":%zu,\"collected\":%zu,\"uncollectable\":%zu,"
+                           "\"pause_total_ns\":%llu,\"pause_max_ns\":%llu,\"pause_p50_ns\":%llu,\"pause_p99_ns\":%llu}",
+                           i ? "," : "", st->collections, st->collected, st->uncollectable,
+                           (unsigned long long)st->pause_total_ns, (unsigned long long)st->pause_max_ns,
+                           (unsigned long long)p50, (unsigned long long)p99);
+        else
+            _pm_out_printf(o, "    %-10d %11zu %11zu %13zu %9lu us %7lu us %7lu us %7lu us\n", i, st->collections,
+                           st->collected, st->uncollectable, (unsigned long)(st->pause_total_ns / 1000),
+                           (unsigned long)(st->pause_max_ns / 1000), (unsigned long)(p50 / 1000),
+                           (unsigned long)(p99 / 1000));
+    }
+}
+
+#define GEN_HEADER "    %-10s %11s %11s %13s %12s %10s %10s %10s\n", "generation", "collections", "collected", \
+                   "uncollectable", "pause total", "max", "p50", "p99"
+
 static void gc_section(pm_out_t *o, unsigned format) {
     pthread_mutex_lock(&registry_lock);
     bool json = format == PM_FMT_JSON;
+    unsigned next = atomic_load_explicit(&nexternal, memory_order_acquire);
     if (json) _pm_out_printf(o, "\"gc\":[");
-    else _pm_out_printf(o, "collectors (poolmalloc/gc.h):%s\n", registry ? "" : " none");
+    else _pm_out_printf(o, "collectors (poolmalloc/gc.h):%s\n", registry || next ? "" : " none");
     for (pm_gc *gc = registry; gc; gc = gc->all_next) {
         if (json) _pm_out_printf(o, "%s\n {\"collector\":\"%p\",\"enabled\":%s,\"generations\":[", gc == registry ? "" : ",",
                                  (void *)gc, gc->enabled ? "true" : "false");
-        else _pm_out_printf(o, "  collector %p%s\n    %-10s %11s %11s %13s %12s %10s %10s\n", (void *)gc,
-                            gc->enabled ? "" : " (disabled)", "generation", "collections", "collected",
-                            "uncollectable", "pause total", "p50", "p99");
-        for (int i = 0; i < PM_GC_GENERATIONS; i++) {
-            const pm_gen_stats_t *st = &gc->stats[i];
-            uint64_t p50 = percentile(st, 500), p99 = percentile(st, 990);
-            if (json)
-                _pm_out_printf(o, "%s{\"collections\":%zu,\"collected\":%zu,\"uncollectable\":%zu,"
-                               "\"pause_total_ns\":%llu,\"pause_max_ns\":%llu,\"pause_p50_ns\":%llu,\"pause_p99_ns\":%llu}",
-                               i ? "," : "", st->collections, st->collected, st->uncollectable,
-                               (unsigned long long)st->pause_total_ns, (unsigned long long)st->pause_max_ns,
-                               (unsigned long long)p50, (unsigned long long)p99);
-            else
-                _pm_out_printf(o, "    %-10d %11zu %11zu %13zu %9lu us %7lu us %7lu us\n", i, st->collections,
-                               st->collected, st->uncollectable, (unsigned long)(st->pause_total_ns / 1000),
-                               (unsigned long)(p50 / 1000), (unsigned long)(p99 / 1000));
+        else {
+            _pm_out_printf(o, "  collector %p%s\n", (void *)gc, gc->enabled ? "" : " (disabled)");
+            _pm_out_printf(o, GEN_HEADER);
         }
+        generations_section(o, json, gc->stats);
         if (json) _pm_out_printf(o, "],\"types\":[");
         else _pm_out_printf(o, "    %-24s %12s %12s %14s %14s\n", "type", "live", "peak", "allocated", "freed");
         const char *sep = "";
@@ -154,8 +174,58 @@ static void gc_section(pm_out_t *o, unsigned format) {
         }
         if (json) _pm_out_printf(o, "]}");
     }
+    for (unsigned k = 0; k < next; k++) {
+        const pm_gc_external *c = &externals[k];
+        if (json) {
+            _pm_out_printf(o, "%s\n {\"collector\":\"%s\",\"generations\":[", registry || k ? "," : "", c->name);
+        } else {
+            _pm_out_printf(o, "  collector %s\n", c->name);
+            _pm_out_printf(o, GEN_HEADER);
+        }
+        generations_section(o, json, c->stats);
+        if (json) _pm_out_printf(o, "]}");
+    }
     if (json) _pm_out_printf(o, "]");
     pthread_mutex_unlock(&registry_lock);
+}
+
+static void gc_register_fork_handler(void);
+static pthread_once_t fork_handler_once;
+
+PM_EXPORT pm_gc_external *pm_gc_external_new(const char *name) {
+    pthread_once(&fork_handler_once, gc_register_fork_handler);
+    pthread_mutex_lock(&external_lock);
+    unsigned n = atomic_load_explicit(&nexternal, memory_order_relaxed);
+    pm_gc_external *c = NULL;
+    if (n < MAX_EXTERNAL) {
+        c = &externals[n];
+        memset(c, 0, sizeof *c);
+        /* a name that JSON can hold as it is: letters, digits and "._-" kept, the rest '_' */
+        size_t i = 0;
+        for (const char *p = name ? name : "external"; *p && i + 1 < sizeof c->name; p++, i++) {
+            char ch = *p;
+            bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                      ch == '.' || ch == '_' || ch == '-';
+            c->name[i] = ok ? ch : '_';
+        }
+        atomic_store_explicit(&nexternal, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&external_lock);
+    if (c) _pm_report_add_section(gc_section);
+    return c;
+}
+
+PM_EXPORT void pm_gc_external_record(pm_gc_external *c, int generation, size_t collected, size_t uncollectable,
+                                     uint64_t pause_ns) {
+    if (c == NULL || generation < 0 || generation >= PM_GC_GENERATIONS)
+        _pm_fatal("pm_gc_external_record(): generation %d is not 0, 1 or 2", generation);
+    pm_gen_stats_t *st = &c->stats[generation];
+    st->collections++;
+    st->collected += collected;
+    st->uncollectable += uncollectable;
+    st->pause_total_ns += pause_ns;
+    if (pause_ns > st->pause_max_ns) st->pause_max_ns = pause_ns;
+    st->pause_hist[pause_bucket(pause_ns)]++;
 }
 
 /* fork(): a heap report holds registry_lock only inside a dump, and fork waits for a dump to end
@@ -163,13 +233,15 @@ static void gc_section(pm_out_t *o, unsigned format) {
  * for a few instructions; the child starts them afresh. */
 static void gc_fork_child(void) {
     pthread_mutex_init(&registry_lock, NULL);
+    pthread_mutex_init(&external_lock, NULL);
     pthread_mutex_init(&exit_lock, NULL);
 }
 static void gc_register_fork_handler(void) { pthread_atfork(NULL, NULL, gc_fork_child); }
 
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;   /* declared above */
+
 void _pm_gc_registry_add(pm_gc *gc) {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, gc_register_fork_handler);
+    pthread_once(&fork_handler_once, gc_register_fork_handler);
     _pm_report_add_section(gc_section);
     pthread_mutex_lock(&registry_lock);
     gc->all_next = registry;
