@@ -33,7 +33,7 @@ TEST_CFLAGS := $(WARN) -fno-builtin -Wno-missing-prototypes -Wno-free-nonheap-ob
                -Wno-alloc-size-larger-than -Wno-unused-result -Wno-deprecated-declarations
 VERSION := 0.1.0
 
-.PHONY: all deps docs-check layers-check check unit unit-debug sanitize ubsan asan tsan integration demo bench install clean debug \
+.PHONY: python python-check all deps docs-check layers-check check unit unit-debug sanitize ubsan asan tsan integration demo bench install clean debug \
         fuzz fuzz-check fuzz-build
 all: $(BUILD)/libpoolmalloc.so $(BUILD)/libpoolmalloc.a
 
@@ -45,7 +45,8 @@ all: $(BUILD)/libpoolmalloc.so $(BUILD)/libpoolmalloc.a
 # Recursive makes (sanitizer and debug builds) pass PM_DEPS_DONE=1 to skip the second look.
 DEPS_LEVELS := $(strip $(if $(filter demo,$(MAKECMDGOALS)),demo) \
     $(if $(filter check unit sanitize ubsan asan tsan integration fuzz fuzz-check fuzz-build,$(MAKECMDGOALS)),check) \
-    $(if $(filter bench,$(MAKECMDGOALS)),bench) $(if $(filter deps install debug,$(MAKECMDGOALS)),build))
+    $(if $(filter bench,$(MAKECMDGOALS)),bench) $(if $(filter deps install debug,$(MAKECMDGOALS)),build) \
+    $(if $(filter python python-check install,$(MAKECMDGOALS)),python))
 deps:
 	@$(if $(PM_DEPS_DONE),:,bash scripts/install-deps.sh $(or $(DEPS_LEVELS),--verify build))
 
@@ -151,7 +152,30 @@ fuzz-check: fuzz-build
 fuzz: fuzz-build
 	@fail=0; for t in $(FUZZ_RUNS); do bash tests/fuzz/run.sh $$t $(FUZZ_TIME) $(BUILD)/fuzz || fail=1; done; exit $$fail
 
-check: all docs-check layers-check unit unit-debug fuzz-check sanitize integration
+# ---- the CPython module (python/; docs/python.md) ---------------------------------------------
+# python/_poolmalloc.c built against $(PYTHON)'s headers (Debian's python3-dev) and the static
+# library, whose names stay inside the module (--exclude-libs): loading it brings a poolmalloc
+# without LD_PRELOAD, and replaces no libc name for the rest of the process. The package goes to
+# $(BUILD)/python/poolmalloc: PYTHONPATH=$(BUILD)/python python3 -m poolmalloc run script.py
+PYTHON      ?= /usr/bin/python3
+PY_INCLUDE   = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+PY_EXT       = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+PY_PKG      := $(BUILD)/python/poolmalloc
+PY_SRCS     := $(wildcard python/poolmalloc/*.py)
+python: $(PY_PKG)/.built
+$(PY_PKG)/.built: python/_poolmalloc.c $(PY_SRCS) $(HDRS) $(BUILD)/libpoolmalloc.a | deps
+	@mkdir -p $(PY_PKG)
+	$(CC) -std=gnu11 $(OPT) -g -fPIC -shared -fvisibility=hidden $(filter-out -Wmissing-prototypes -Wstrict-prototypes,$(WARN)) \
+	    -Wno-missing-field-initializers -ftls-model=initial-exec -Iinclude -Ilib -I$(PY_INCLUDE) python/_poolmalloc.c -o $(PY_PKG)/_poolmalloc$(PY_EXT) \
+	    -Wl,--whole-archive $(BUILD)/libpoolmalloc.a -Wl,--no-whole-archive -Wl,--exclude-libs,ALL -Wl,-z,now $(LDLIBS_LIB)
+	cp $(PY_SRCS) $(PY_PKG)/
+	@touch $@
+
+# The module's tests (tests/python), with the Python that it was built for.
+python-check: python
+	PYTHONPATH=$(abspath $(BUILD)/python) PM_PYTHON=$(PYTHON) $(PYTHON) -m unittest discover -s tests/python -t tests/python
+
+check: all docs-check layers-check unit unit-debug fuzz-check sanitize integration python-check
 
 demo: all
 	@bash tools/pm-demo $(abspath $(BUILD)/libpoolmalloc.so)

@@ -34,6 +34,7 @@
 #define ERROR_FRAMES     4        /* frames named in an error message's one line */
 #define REPORT_BUF       (2 * PM_OUT_BUF)   /* report files are long: written in bigger pieces */
 #define MAX_SYMBOLS      2048     /* distinct addresses per report: 4096 slots, about 1 MiB */
+#define STR_NAME_MAX     600      /* an interpreted frame's name in the pprof format */
 
 /* ---- symbols, cached per report ---- */
 
@@ -454,7 +455,41 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
 /* ---- pprof (gperftools heap profile, heap_v2) ----
  * Counts and bytes are the raw sampled ones: google-pprof and jeprof unbias them from the rate in
  * the header. The file ends with MAPPED_LIBRARIES: and a copy of /proc/self/maps, which is how the
- * tools find the binaries to symbolize the addresses. */
+ * tools find the binaries to symbolize the addresses.
+ *
+ * With interpreted frames (pm_set_frame_source) the file is a "symbolized profile" instead, which
+ * the tools read without a binary argument (`google-pprof --text FILE`): a `--- symbol` section
+ * names every address of the profile, then `---` and the profile. The tools then look nothing up
+ * themselves, so native frames are named here too. Each address X gets two lines, X and X-1:
+ * google-pprof looks up X as written, jeprof X-1 for every frame but the innermost. An
+ * interpreted frame becomes the address 2^62 + 16 * id: the tools drop addresses from 2^63 up,
+ * and ids one apart would make X-1 of one the X of another. Its name is "function [file:line]",
+ * with <> as {} and -- as -: their text output strips (...) and <...>, and splits names at --. */
+#define PPROF_FOREIGN ((uint64_t)1 << 62)
+
+static uint64_t pprof_addr(const void *frame) {
+    if (!_pm_frame_is_foreign(frame)) return (uint64_t)(uintptr_t)frame;
+    return PPROF_FOREIGN | ((uint64_t)(uintptr_t)frame & ~(uint64_t)PM_FRAME_TAG) << 4;
+}
+
+static void pprof_name(const void *frame, const symbol_t *sym, char *out, size_t cap) {
+    const pm_frame_rec_t *r = _pm_frame_rec(frame);
+    if (r == NULL) { function_name(sym, out, cap); return; }
+    char raw[STR_NAME_MAX];
+    pm_out_t o;
+    _pm_out_init(&o, raw, sizeof raw - 1, -1);
+    _pm_out_printf(&o, "%s [%s:%u]", r->function, r->file, r->line);
+    raw[o.len] = 0;
+    size_t n = 0;
+    for (const char *p = raw; *p && n + 1 < cap; p++) {
+        char c = *p == '<' ? '{' : *p == '>' ? '}' : *p;
+        if (c == '-' && n > 0 && out[n - 1] == '-') continue;
+        out[n++] = c;
+    }
+    out[n] = 0;
+}
+
+typedef struct { uintptr_t addr; } seen_t;
 
 static int write_pprof(int fd, unsigned seq, sitesview_t *v) {
     (void)seq;
@@ -462,9 +497,30 @@ static int write_pprof(int fd, unsigned seq, sitesview_t *v) {
     pm_out_t o;
     _pm_out_init(&o, buf, sizeof buf, fd);
     unsigned long long ic = 0, ib = 0, ac = 0, ab = 0;
+    bool foreign = false;
     for (size_t i = 0; i < v->sites.nsites; i++) {
         const pm_site_t *s = &v->sites.sites[i];
         ic += s->live_count; ib += s->live_bytes; ac += s->alloc_count; ab += s->alloc_bytes;
+        if (s->nframes && _pm_frame_is_foreign(s->frames[0])) foreign = true;
+    }
+    if (foreign) {
+        _pm_out_printf(&o, "--- symbol\n");
+        pm_table_t seen = PM_TABLE_INIT(seen_t);
+        symbol_t scratch;
+        char name[STR_NAME_MAX];
+        for (size_t k = 0; k < v->norder; k++) {
+            const pm_site_t *s = &v->sites.sites[v->order[k]];
+            for (unsigned f = 0; f < s->nframes; f++) {
+                uint64_t a = pprof_addr(s->frames[f]);
+                if (_pm_table_find(&seen, (uintptr_t)a)) continue;
+                if (_pm_table_insert(&seen, (uintptr_t)a) == NULL) { _pm_table_free(&seen); return ENOMEM; }
+                pprof_name(s->frames[f], frame_symbol(v, s->frames[f], &scratch), name, sizeof name);
+                _pm_out_printf(&o, "0x%016llx %s\n0x%016llx %s\n", (unsigned long long)a, name,
+                               (unsigned long long)(a - 1), name);
+            }
+        }
+        _pm_table_free(&seen);
+        _pm_out_printf(&o, "---\n");
     }
     size_t rate = v->sites.rate ? v->sites.rate : 1;
     _pm_out_printf(&o, "heap profile: %6llu: %8llu [%6llu: %8llu] @ heap_v2/%zu\n", ic, ib, ac, ab, rate);
@@ -473,7 +529,15 @@ static int write_pprof(int fd, unsigned seq, sitesview_t *v) {
         _pm_out_printf(&o, "%6llu: %8llu [%6llu: %8llu] @", (unsigned long long)s->live_count,
                        (unsigned long long)s->live_bytes, (unsigned long long)s->alloc_count,
                        (unsigned long long)s->alloc_bytes);
-        for (unsigned f = 0; f < s->nframes; f++) _pm_out_printf(&o, " 0x%016lx", (unsigned long)(uintptr_t)s->frames[f]);
+        /* innermost first, as the stack really ran: the native frames inside the interpreter,
+         * then the interpreted ones (which the site holds first); the rest of the native stack,
+         * the interpreter's own start, is left out, as in folded stacks */
+        unsigned want = frames_wanted(v, s->frames, s->nframes), nf = 0;
+        while (nf < want && _pm_frame_is_foreign(s->frames[nf])) nf++;
+        for (unsigned j = 0; j < want; j++) {
+            unsigned f = j < want - nf ? nf + j : j - (want - nf);
+            _pm_out_printf(&o, " 0x%016llx", (unsigned long long)pprof_addr(s->frames[f]));
+        }
         _pm_out_printf(&o, "\n");
     }
     _pm_out_printf(&o, "\nMAPPED_LIBRARIES:\n");
