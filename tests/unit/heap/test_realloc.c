@@ -41,6 +41,24 @@ Test(realloc, shrinking_by_more_than_half_moves_to_a_smaller_class) {
     free(q);
 }
 
+/* pymalloc's rule, for every size: a shrink that shaves a quarter or more off moves (CPython's
+ * string builders allocate ~100 bytes more than they keep), a smaller one stays. */
+Test(realloc, shrinking_small_blocks_by_a_quarter_or_more_moves_them) {
+    static const struct { size_t from, to, usable; bool stays; } cases[] = {
+        { 160, 57, 64, false }, { 224, 57, 64, false }, { 64, 49, 64, true }, { 64, 48, 48, false },
+        { 256, 193, 256, true }, { 256, 192, 192, false }, { 512, 200, 208, false }, { 32, 1, 16, false },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t *p = malloc(cases[i].from);
+        memset(p, 0x5a, cases[i].from);
+        uint8_t *q = realloc(p, cases[i].to);
+        cr_assert_eq(q == p, cases[i].stays, "%zu -> %zu", cases[i].from, cases[i].to);
+        cr_assert_eq(malloc_usable_size(q), cases[i].usable, "%zu -> %zu", cases[i].from, cases[i].to);
+        for (size_t k = 0; k < cases[i].to; k++) cr_assert_eq(q[k], 0x5a);
+        free(q);
+    }
+}
+
 Test(realloc, huge_grows_and_shrinks_keeping_contents) {
     size_t n = 3u << 20;
     uint8_t *p = malloc(n);
