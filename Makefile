@@ -180,10 +180,11 @@ check: all docs-check layers-check unit unit-debug fuzz-check sanitize integrati
 demo: all
 	@bash tools/pm-demo $(abspath $(BUILD)/libpoolmalloc.so)
 
-bench: all
+bench: all python
 	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/run.sh
 	POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/overhead.sh | tee -a $(BUILD)/bench/results.md
 	BUILD=$(BUILD) bash bench/gc/run.sh | tee -a $(BUILD)/bench/results.md
+	BUILD=$(BUILD) PYTHON=$(PYTHON) POOLMALLOC_SO=$(abspath $(BUILD)/libpoolmalloc.so) bash bench/python_module.sh | tee -a $(BUILD)/bench/results.md
 
 debug: deps
 	$(MAKE) PM_DEPS_DONE=1 BUILD=$(BUILD)/debug OPT="-O0 -DPM_DEBUG=1" all
@@ -195,7 +196,14 @@ unit-debug: deps
 	$(BUILD)/debug/tests/unit --jobs 2
 	POOLMALLOC_CONF=hardened:true $(BUILD)/debug/tests/unit --jobs 2 --filter '@(harden|misuse)/*'
 
-install: all
+# The Python package goes where $(PYTHON) looks for local packages under PREFIX (Debian:
+# /usr/local/lib/python3.11/dist-packages): PY_SITE overrides.
+PY_VER   = $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PY_SITE ?= $(PREFIX)/lib/python$(PY_VER)/dist-packages
+install: all python
+	install -d $(DESTDIR)$(PY_SITE)/poolmalloc
+	install -m 644 $(PY_PKG)/*.py $(DESTDIR)$(PY_SITE)/poolmalloc/
+	install -m 755 $(PY_PKG)/_poolmalloc$(PY_EXT) $(DESTDIR)$(PY_SITE)/poolmalloc/
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include/poolmalloc $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -m 755 $(BUILD)/libpoolmalloc.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 $(BUILD)/libpoolmalloc.a $(DESTDIR)$(PREFIX)/lib/

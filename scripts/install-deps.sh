@@ -12,7 +12,8 @@
 #   python  + python3-dev, CPython's headers                    (make python, make install)
 #   check   + Criterion and the real programs the tests run,    (make check, make fuzz)
 #             clang and libFuzzer for the fuzzers (tests/fuzz)
-#   bench   + jemalloc, mimalloc and tcmalloc, the baselines    (make bench)
+#   bench   + jemalloc, mimalloc and tcmalloc, the baselines,   (make bench)
+#             python3-dev for the CPython module's benchmark
 set -euo pipefail
 verify=0
 [ "${1:-}" = "--verify" ] && { verify=1; shift; }
@@ -35,7 +36,7 @@ for level in "$@"; do
       # the libFuzzer targets (tests/fuzz): clang and its libFuzzer runtime, of one LLVM version
       # (Debian 12's default, 14; the Makefile's FUZZ_CC is clang-14 to match)
       want+=(clang-14 libfuzzer-14-dev) ;;
-    bench) want+=(python3 sqlite3 libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 valgrind time) ;;
+    bench) want+=(python3 python3-dev sqlite3 libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 valgrind time) ;;
     *) echo "usage: $0 [--verify] build|demo|python|check|bench..." >&2; exit 2 ;;
   esac
 done

@@ -2,7 +2,8 @@
 # t_install: `make install PREFIX=...` into a scratch prefix, then a program linked explicitly
 # three ways (pkg-config and the shared library, the static archive, and plain glibc for the
 # reference) must print the same thing; the two poolmalloc builds must also see their own
-# statistics (pm_stats_get), which proves malloc is really ours in them.
+# statistics (pm_stats_get), which proves malloc is really ours in them. The CPython module
+# installed with them must run from the prefix.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 pm_setup
@@ -13,6 +14,13 @@ make -C "$PM_ROOT" --no-print-directory -s install PREFIX="$prefix" >"$PM_TMP/in
 for f in lib/libpoolmalloc.so lib/libpoolmalloc.a include/poolmalloc.h lib/pkgconfig/poolmalloc.pc bin/pm-demo bin/pm-run bin/pm-report; do
     [ -e "$prefix/$f" ] || pm_fail "make install did not install $f"
 done
+# the CPython module, where /usr/bin/python3 finds local packages under the prefix
+pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+site="$prefix/lib/python$pyver/dist-packages"
+out=$(cd "$PM_TMP" && PYTHONPATH="$site" /usr/bin/python3 -m poolmalloc run -c \
+      'import poolmalloc, os; print(poolmalloc.stats()["serving_python"], os.path.dirname(poolmalloc.__file__))' 2>&1) ||
+    pm_fail "the installed Python module does not run: $out"
+[ "$out" = "True $site/poolmalloc" ] || pm_fail "the installed Python module: got '$out', want 'True $site/poolmalloc'"
 
 cat >"$PM_TMP/app.c" <<'C'
 #include <stdio.h>
