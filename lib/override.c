@@ -190,11 +190,21 @@ PM_EXPORT void *pm_aligned_alloc(size_t align, size_t size) {
     return _pm_memalign(align, size);
 }
 PM_EXPORT size_t pm_usable_size(const void *p) { return _pm_usable_size(p); }
-/* The arena map answers for pooled, zero-size and guarded blocks with one load; anything else is
- * ours only if the huge registry has it. */
+/* Only a pointer we handed out: a pointer into one of our blocks (an allocator in front of ours
+ * handed out block + 16, say: CPython's debug hooks) is someone else's. The arena map answers for
+ * pooled, zero-size and guarded memory with one load; anything else is ours only if the huge
+ * registry has it. */
 PM_EXPORT int pm_owns(const void *p) {
     if (p == NULL) return 0;
-    return _pm_is_arena_ptr(p) || _pm_huge_usable(p, NULL) != 0;
+    if (_pm_is_zero_ptr(p)) return _pm_zero_owns(p);
+    if (_pm_is_guard_ptr(p)) return 1;
+    if (_pm_is_arena_ptr(p)) {
+        pm_pool_t *pool = _pm_pool_of(p);
+        if (pool == NULL) return 0;
+        const uint8_t *block = (const uint8_t *)p - (_pm_hardened ? PM_HARD_DATA_AT(pool->block_size) : 0);
+        return _pm_pool_is_block_start(pool, block);
+    }
+    return _pm_huge_usable(p, NULL) != 0;
 }
 PM_EXPORT void  pm_stats_print(int fd) { _pm_stats_print(fd); }
 

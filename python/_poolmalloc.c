@@ -61,8 +61,17 @@ static void *dom_realloc(void *ctx, void *p, size_t n) {
     const PyMemAllocatorEx *old = ctx;           /* a block from before the switch stays there */
     return old->realloc(old->ctx, p, n);
 }
+/* A pooled block we handed out, told with the map, the slot and one multiply: the free goes inline.
+ * A pointer into one of our blocks that is not its start was handed out by an allocator in front
+ * of ours (CPython's debug hooks give block + 16 of a block they took from the raw domain): it
+ * is the old allocator's. Everything else (zero-size, guarded, huge, hardened) asks pm_owns. */
 static void dom_free(void *ctx, void *p) {
-    if (PM_LIKELY(_pm_is_arena_ptr(p))) { _pm_free(p); return; }   /* a pooled block: inline */
+    uintptr_t i = (uintptr_t)p >> PM_ARENA_SHIFT;
+    if (PM_LIKELY(i < sizeof _pm_arena_map && _pm_arena_map[i] == PM_MAP_ARENA && !_pm_hardened) &&
+        PM_LIKELY(_pm_pool_is_block_start(_pm_pool_of(p), p))) {
+        _pm_free(p);
+        return;
+    }
     if (p == NULL) return;
     if (pm_owns(p)) { pm_free(p); return; }
     const PyMemAllocatorEx *old = ctx;
@@ -73,9 +82,12 @@ static void dom_free(void *ctx, void *p) {
 
 #define CACHE_BITS 16
 #define CACHE_SIZE (1u << CACHE_BITS)
-typedef struct { PyObject *code; int line; uint64_t id; } cache_slot_t;
-static cache_slot_t frame_cache[CACHE_SIZE];     /* under the GIL; code held with a reference */
-static unsigned frame_cache_used;
+/* (code, line) -> id, under the GIL. No reference is held (that kept every sampled code object
+ * and its constants alive for good): a slot also records the code's name and file objects and
+ * their hashes, so that a new code object at a freed one's address is told apart; one with the
+ * same names and line gets the same id anyway. */
+typedef struct { PyCodeObject *code; PyObject *name, *file; Py_hash_t name_hash, file_hash; int line; uint64_t id; } cache_slot_t;
+static cache_slot_t frame_cache[CACHE_SIZE];
 
 static const char *utf8_or(PyObject *s, const char *dflt) {
     if (s == NULL || !PyUnicode_Check(s)) return dflt;
@@ -84,33 +96,37 @@ static const char *utf8_or(PyObject *s, const char *dflt) {
     return u;
 }
 
+static Py_hash_t str_hash(PyObject *s) {         /* a str caches its hash: no allocation */
+    Py_hash_t h = s && PyUnicode_Check(s) ? PyObject_Hash(s) : 0;
+    if (h == -1) PyErr_Clear();
+    return h;
+}
+
+/* The caller saved the error indicator (py_frames). */
 static uint64_t frame_id(PyCodeObject *code, int line) {
-    uintptr_t h = ((uintptr_t)code >> 4) * 0x9e3779b97f4a7c15u ^ (uintptr_t)(unsigned)line * 0xc2b2ae3d27d4eb4fu;
-    unsigned i = (unsigned)(h >> (64 - CACHE_BITS));
-    for (unsigned probe = 0; probe < 8; probe++, i = (i + 1) & (CACHE_SIZE - 1)) {
-        cache_slot_t *s = &frame_cache[i];
-        if (s->code == (PyObject *)code && s->line == line) return s->id;
-        if (s->code == NULL) break;
-    }
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);             /* an allocation must not touch the error state */
 #if PY_VERSION_HEX >= 0x030B0000
-    const char *fn = utf8_or(code->co_qualname, "?");
+    PyObject *name = code->co_qualname;
 #else
-    const char *fn = utf8_or(code->co_name, "?");
+    PyObject *name = code->co_name;
 #endif
-    const char *file = utf8_or(code->co_filename, "?");
-    uint64_t id = pm_frame_intern(fn, file, line > 0 ? (unsigned)line : 0);
-    PyErr_Restore(type, value, tb);
-    if (id == 0) return 0;
-    cache_slot_t *s = &frame_cache[i];
-    if (s->code == NULL && frame_cache_used < CACHE_SIZE * 3 / 4) {   /* full: intern dedupes */
-        Py_INCREF(code);
-        s->code = (PyObject *)code;
-        s->line = line;
-        s->id = id;
-        frame_cache_used++;
+    PyObject *file = code->co_filename;
+    uintptr_t h = ((uintptr_t)code >> 4) * 0x9e3779b97f4a7c15u ^ (uintptr_t)(unsigned)line * 0xc2b2ae3d27d4eb4fu;
+    unsigned home = (unsigned)(h >> (64 - CACHE_BITS)), i = home;
+    Py_hash_t nh = str_hash(name), fh = str_hash(file);
+    for (unsigned probe = 0; probe < 4; probe++, i = (i + 1) & (CACHE_SIZE - 1)) {
+        cache_slot_t *s = &frame_cache[i];
+        if (s->code == code && s->line == line && s->name == name && s->file == file && s->name_hash == nh &&
+            s->file_hash == fh)
+            return s->id;
     }
+    uint64_t id = pm_frame_intern(utf8_or(name, "?"), utf8_or(file, "?"), line > 0 ? (unsigned)line : 0);
+    if (id == 0) return 0;
+    /* into the first free slot of the probe run, else over the home slot (a stale entry is
+     * harmless: it is checked before use) */
+    cache_slot_t *s = &frame_cache[home];
+    for (unsigned probe = 0, j = home; probe < 4; probe++, j = (j + 1) & (CACHE_SIZE - 1))
+        if (frame_cache[j].code == NULL) { s = &frame_cache[j]; break; }
+    *s = (cache_slot_t){ code, name, file, nh, fh, line, id };
     return id;
 }
 
@@ -124,18 +140,40 @@ static int is_runpy(PyCodeObject *code) {
     return strcmp(file, "<frozen runpy>") == 0 || (n >= 8 && strcmp(file + n - 8, "runpy.py") == 0);
 }
 
+/* The thread state of this thread if it holds the GIL, else NULL. PyGILState_Check says 1 for
+ * every thread once a subinterpreter exists, so it cannot tell: the thread state that holds the
+ * GIL is compared with this thread. Only the main interpreter's threads are walked: the frame
+ * cache must not outlive a subinterpreter's code objects' names. */
+static PyThreadState *gil_holder(void) {
+    PyThreadState *ts = _PyThreadState_UncheckedGet();
+    if (ts == NULL || ts->thread_id != PyThread_get_thread_ident()) return NULL;
+    return ts->interp == PyInterpreterState_Main() ? ts : NULL;
+}
+
+static unsigned walk(PyThreadState *ts, uint64_t *ids, unsigned max);
+
 static unsigned py_frames(uint64_t *ids, unsigned max) {
-    if (!installed || !PyGILState_Check()) return 0;   /* a raw allocation without the GIL */
-    PyThreadState *ts = PyGILState_GetThisThreadState();
+    if (!installed) return 0;
+    PyThreadState *ts = gil_holder();              /* NULL: a raw allocation without the GIL */
     if (ts == NULL) return 0;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);             /* an allocation must not touch the error state */
+    unsigned n = walk(ts, ids, max);
+    PyErr_Restore(type, value, tb);
+    return n;
+}
+
+static unsigned walk(PyThreadState *ts, uint64_t *ids, unsigned max) {
     unsigned n = 0;
 #ifdef PM_PY_INTERNAL_FRAMES
     _PyInterpreterFrame *top = ts->cframe ? ts->cframe->current_frame : NULL;
-    /* how many frames are the program's: up to the runner's, less the runpy frames inside it */
+    /* How many frames are the program's: up to the runner's, less the runpy frames inside it.
+     * Only the first max + 8 are looked at: in a deeper stack the runner's frames are past the
+     * ones kept anyway (and a walk to the bottom at every sample would cost O(depth)). */
     unsigned keep = UINT_MAX;
     if (root_code) {
         unsigned depth = 0, program = 0;
-        for (_PyInterpreterFrame *f = top; f; f = f->previous) {
+        for (_PyInterpreterFrame *f = top; f && depth < max + 8; f = f->previous) {
             if (_PyFrame_IsIncomplete(f)) continue;
             if ((PyObject *)f->f_code == root_code) { keep = program; break; }
             depth++;
@@ -270,10 +308,16 @@ static PyObject *report(PyObject *self, PyObject *args, PyObject *kw) {
     PyObject *where;
     const char *format = "json";
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|s:report", names, &where, &format)) return NULL;
+    if (strcmp(format, "text") && strcmp(format, "json") && strcmp(format, "pprof") && strcmp(format, "folded"))
+        return PyErr_Format(PyExc_ValueError, "report(): unknown format '%s' (text, json, pprof, folded)", format);
     int fd, close_it = 0;
-    if (PyLong_Check(where)) {
-        fd = (int)PyLong_AsLong(where);
-        if (fd == -1 && PyErr_Occurred()) return NULL;
+    if (PyBool_Check(where)) {
+        return PyErr_Format(PyExc_TypeError, "report(): path_or_fd must be a path or a file descriptor, not bool");
+    } else if (PyLong_Check(where)) {
+        long v = PyLong_AsLong(where);
+        if (v == -1 && PyErr_Occurred()) return NULL;
+        if (v < 0 || v > INT_MAX) return PyErr_Format(PyExc_ValueError, "report(): %ld is not a file descriptor", v);
+        fd = (int)v;
     } else {
         PyObject *bytes;
         if (!PyUnicode_FSConverter(where, &bytes)) return NULL;
@@ -293,9 +337,7 @@ static PyObject *report(PyObject *self, PyObject *args, PyObject *kw) {
     err = pm_report(fd, format);
     if (close_it && close(fd) != 0 && err == 0) err = errno;
     Py_END_ALLOW_THREADS
-    if (err == EINVAL) return PyErr_Format(PyExc_ValueError, "report(): unknown format %R (text, json, pprof, folded)",
-                                           PyTuple_GET_ITEM(args, PyTuple_GET_SIZE(args) > 1 ? 1 : 0));
-    if (err) { errno = err; return PyErr_SetFromErrno(PyExc_OSError); }
+    if (err) { errno = err; return PyErr_SetFromErrno(PyExc_OSError); }   /* EBADF, EPIPE, ENOSPC... */
     Py_RETURN_NONE;
 }
 

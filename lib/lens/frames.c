@@ -36,9 +36,11 @@ static _Atomic(pm_frame_source_fn) source;
 static char source_kind[16] = "native";
 static char eval_symbol[128];
 
-/* A copy of s (at most STR_MAX bytes) in the arena; NULL when no memory. */
+/* A copy of s (at most STR_MAX bytes, cut before a UTF-8 character rather than through it) in the
+ * arena; NULL when no memory. */
 static const char *keep(const char *s) {
     size_t n = strnlen(s, STR_MAX);
+    if (n == STR_MAX) while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80) n--;
     if (arena_at == NULL || (size_t)(arena_end - arena_at) < n + 1) {
         char *m = _pm_os_map(ARENA);
         if (m == NULL) return NULL;

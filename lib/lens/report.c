@@ -129,10 +129,11 @@ static size_t function_name(const symbol_t *s, char *out, size_t cap) {
 }
 
 /* An interpreted frame's name for folded stacks: all of it, as py-spy writes them, but for the
- * separator ';'. */
+ * separator ';' and control characters (a file name may hold a newline). */
 static size_t folded_name(const symbol_t *s, char *out, size_t cap) {
     size_t n = 0;
-    for (const char *p = s->name; *p && n + 1 < cap; p++) out[n++] = *p == ';' ? '_' : *p;
+    for (const char *p = s->name; *p && n + 1 < cap; p++)   /* a line each: no control characters */
+        out[n++] = *p == ';' ? '_' : (unsigned char)*p < 0x20 ? '?' : *p;
     out[n] = 0;
     return n;
 }
@@ -359,14 +360,14 @@ static int write_text(int fd, unsigned seq, sitesview_t *v) {
         _pm_out_printf(&o, "allocation sites: sampling is off (POOLMALLOC_CONF=sample:512k turns it on)\n");
         write_sections(&o, PM_FMT_TEXT);
         _pm_out_flush(&o);
-        return 0;
+        return o.err;
     }
     _pm_out_printf(&o, "allocation sites: sampling 1 in %zu bytes, %zu sites; top %d by estimated live bytes\n",
                    rate, v->sites.nsites, TOP_TEXT_SITES);
     print_sites(&o, v, TOP_TEXT_SITES, false);
     write_sections(&o, PM_FMT_TEXT);
     _pm_out_flush(&o);
-    return 0;
+    return o.err;
 }
 
 /* ---- json ---- */
@@ -449,7 +450,7 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
     write_sections(&o, PM_FMT_JSON);
     _pm_out_printf(&o, "}\n");
     _pm_out_flush(&o);
-    return 0;
+    return o.err;
 }
 
 /* ---- pprof (gperftools heap profile, heap_v2) ----
@@ -482,7 +483,7 @@ static void pprof_name(const void *frame, const symbol_t *sym, char *out, size_t
     raw[o.len] = 0;
     size_t n = 0;
     for (const char *p = raw; *p && n + 1 < cap; p++) {
-        char c = *p == '<' ? '{' : *p == '>' ? '}' : *p;
+        char c = *p == '<' ? '{' : *p == '>' ? '}' : (unsigned char)*p < 0x20 ? '?' : *p;
         if (c == '-' && n > 0 && out[n - 1] == '-') continue;
         out[n++] = c;
     }
@@ -542,6 +543,7 @@ static int write_pprof(int fd, unsigned seq, sitesview_t *v) {
     }
     _pm_out_printf(&o, "\nMAPPED_LIBRARIES:\n");
     _pm_out_flush(&o);
+    if (o.err) return o.err;
     return _pm_os_copy_file("/proc/self/maps", fd, buf, sizeof buf);
 }
 
@@ -572,7 +574,7 @@ static int write_folded(int fd, unsigned seq, sitesview_t *v) {
         _pm_out_printf(&o, "\n");
     }
     _pm_out_flush(&o);
-    return 0;
+    return o.err;
 }
 
 /* At exit with leaks:true: the sites whose sampled blocks are still live. */

@@ -7,6 +7,8 @@
 #define _GNU_SOURCE
 #include "util/util.h"
 
+#include <errno.h>
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,14 +17,18 @@
 const int _pm_debug_level = PM_DEBUG;
 
 void _pm_out_init(pm_out_t *o, char *buf, size_t cap, int fd) {
-    o->buf = buf; o->cap = cap; o->len = 0; o->fd = fd;
+    o->buf = buf; o->cap = cap; o->len = 0; o->fd = fd; o->err = 0;
 }
 
 void _pm_out_flush(pm_out_t *o) {
     size_t done = 0;
     while (done < o->len) {
         ssize_t n = write(o->fd, o->buf + done, o->len - done);
-        if (n <= 0) break;
+        if (n < 0 && errno == EINTR) continue;     /* a signal handler ran: the rest still goes */
+        if (n <= 0) {                              /* the rest is dropped; the writer learns why */
+            if (o->err == 0) o->err = n < 0 ? errno : EIO;
+            break;
+        }
         done += (size_t)n;
     }
     o->len = 0;

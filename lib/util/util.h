@@ -12,7 +12,7 @@
 
 /* ---- fmt.c: formatting into a fixed buffer, never malloc ---------------------------------- */
 typedef struct pm_out_s pm_out_t;
-struct pm_out_s { char *buf; size_t cap, len; int fd; };
+struct pm_out_s { char *buf; size_t cap, len; int fd, err; };   /* err: the first write error */
 void _pm_out_init(pm_out_t *o, char *buf, size_t cap, int fd);
 void _pm_out_printf(pm_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void _pm_out_vprintf(pm_out_t *o, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));

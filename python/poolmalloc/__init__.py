@@ -45,7 +45,16 @@ def install(_root=None, python_stacks=True):
     before stay with the allocator that made them. python_stacks=False samples native stacks
     only. Returns False if already installed."""
     ext = _load()
+    # tracemalloc, when it stops (at exit at the latest), puts back the allocator it saw when it
+    # started: started before us, it would take poolmalloc out from under the blocks it handed
+    # out. So it is stopped, and started again on top of poolmalloc (its traces so far are lost).
+    import tracemalloc
+    frames = tracemalloc.get_traceback_limit() if tracemalloc.is_tracing() and not ext.installed() else 0
+    if frames:
+        tracemalloc.stop()
     done = ext.install(_root, python_stacks)
+    if frames:
+        tracemalloc.start(frames)
     if done and ext.gc_callback not in _gc.callbacks:
         _gc.callbacks.append(ext.gc_callback)
     return done

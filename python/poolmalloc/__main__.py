@@ -44,6 +44,8 @@ def _parse(argv):
                     _fail("%s needs a value" % a)
                 val = argv[i + 1]
                 i += 1
+            if "," in val:
+                _fail("%s %s: a comma would end the option in POOLMALLOC_CONF" % (name, val))
             if name == "--dir":
                 if not os.path.isdir(val):
                     _fail("report directory %s does not exist" % val)
@@ -72,7 +74,7 @@ def run(argv):
     conf, opts, rest = _parse(argv)
     if not rest:
         _fail("no program given")
-    if not conf:
+    if not any(c.startswith("formats:") for c in conf):
         conf.append("formats:text+json")       # a report option, so that sampling and USR1 apply
     joined = ",".join(conf)
     if os.environ.get("POOLMALLOC_CONF"):
@@ -98,7 +100,17 @@ def _start(rest):
         if len(rest) < 2:
             _fail("-m needs a module")
         sys.argv = rest[1:]
+        import importlib.util
         import runpy
+        try:
+            found = importlib.util.find_spec(rest[1])
+        except (ImportError, ValueError) as e:
+            found, why = None, e
+        else:
+            why = "No module named %s" % rest[1]
+        if found is None:
+            sys.stderr.write("%s: %s\n" % (sys.executable, why))   # as python3 -m says it
+            sys.exit(1)
         runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
     elif rest[0] == "-c":
         if len(rest) < 2:
@@ -118,10 +130,10 @@ def _start(rest):
         with open(script, "rb") as f:
             source = f.read()
         main = types.ModuleType("__main__")
-        main.__file__ = script
+        main.__file__ = os.path.abspath(script)    # absolute, as python3 makes it since 3.9
         main.__cached__ = None
         sys.modules["__main__"] = main
-        exec(compile(source, script, "exec"), main.__dict__)
+        exec(compile(source, main.__file__, "exec"), main.__dict__)
 
 
 def main():

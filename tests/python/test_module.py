@@ -325,5 +325,99 @@ class Api(unittest.TestCase):
         self.assertEqual((p.returncode, p.stdout), (0, "1 4\n"), p.stderr)
 
 
+class Review(unittest.TestCase):
+    """What a review broke, each a reproducer (the fixes are in python/_poolmalloc.c and
+    python/poolmalloc/__init__.py)."""
+
+    def check(self, args, want_out, env_extra=None):
+        p = run(args, cwd=tempfile.gettempdir(), env_extra=env_extra)
+        self.assertEqual((p.returncode, p.stdout), (0, want_out), p.stderr[-2000:])
+
+    def test_tracemalloc_started_first_does_not_take_the_allocator_away(self):
+        # tracemalloc puts back the allocator it saw when it stops: install() restarts it on top
+        self.check(["-X", "tracemalloc", "-m", "poolmalloc", "run", "-c",
+                    "import tracemalloc; x = [str(i) for i in range(10000)]; print(tracemalloc.is_tracing())"], "True\n")
+        self.check(["-X", "tracemalloc=5", "-c", "import poolmalloc, tracemalloc; poolmalloc.install(); "
+                    "print(tracemalloc.get_traceback_limit()); tracemalloc.stop(); x = [str(i) for i in range(10000)]; "
+                    "del x; print(poolmalloc.stats()['serving_python'])"], "5\nTrue\n")
+
+    def test_debug_hooks_blocks_grown_into_the_raw_domain(self):
+        # under the debug hooks pymalloc moves a block past 512 bytes to PyMem_RawMalloc (ours now)
+        # and hands out its address + 16: a pointer into our block that is the old allocator's
+        code = ("l = [1, 2, 3]\nimport poolmalloc\npoolmalloc.install()\nl.extend(range(1000))\nl.append(0)\n"
+                "del l\nprint('ok')")
+        for env in ({"PYTHONMALLOC": "debug"}, {"PYTHONMALLOC": "pymalloc_debug"}):
+            self.check(["-c", code], "ok\n", env)
+        self.check(["-X", "dev", "-m", "poolmalloc", "run", "-c",
+                    "import sys; sys.path.extend(['x'] * 1000); del sys.path[-1000:]; print(len(sys.path) > 0)"], "True\n")
+
+    def test_raw_allocations_without_the_gil_once_a_subinterpreter_exists(self):
+        # PyGILState_Check says yes for every thread then: liblzma's PyMem_RawMalloc with the GIL
+        # released must not walk Python frames
+        self.check(["-m", "poolmalloc", "run", "--sample", "1k", "-c",
+                    "import _xxsubinterpreters, lzma\n_xxsubinterpreters.create()\n"
+                    "data = lzma.compress(b'x' * 1000)\nfor i in range(300): lzma.decompress(data)\nprint('ok')"], "ok\n")
+
+    def test_code_objects_are_not_kept_alive_by_the_frame_cache(self):
+        self.check(["-m", "poolmalloc", "run", "--sample", "1", "-c", textwrap.dedent("""
+            import gc, weakref
+            refs = []
+            for i in range(300):
+                ns = {}
+                exec(compile("def f():\\n    return [%d] * 100\\nf()" % i, "gen%d.py" % i, "exec"), ns)
+                refs.append(weakref.ref(ns["f"].__code__))
+                del ns
+            gc.collect()
+            print(sum(r() is not None for r in refs))
+            """)], "0\n")
+
+    def test_report_errors_are_raised_and_leave_files_alone(self):
+        d = tempfile.mkdtemp(prefix="pm-py-")
+        keep = os.path.join(d, "keep.txt")
+        write(keep, "precious\n")
+        p = run(["-c", textwrap.dedent("""
+            import os, sys, poolmalloc
+            keep = sys.argv[1]
+            for args in ((keep, "bogus"), (True,), (-1,), (2**32 + 1,), (99999,)):
+                try:
+                    poolmalloc.report(*args)
+                    print("no error")
+                except (ValueError, TypeError, OSError) as e:
+                    print(type(e).__name__)
+            r, w = os.pipe(); os.close(r)
+            try:
+                poolmalloc.report(w)
+            except OSError as e:
+                print(type(e).__name__)
+            print(open(keep).read().strip())
+            """), keep], cwd=d)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.split(), ["ValueError", "TypeError", "ValueError", "ValueError", "OSError",
+                                            "BrokenPipeError", "precious"])
+
+    def test_verbose_alone_keeps_sampling_and_the_signal(self):
+        d = tempfile.mkdtemp(prefix="pm-py-")
+        p = run(["-m", "poolmalloc", "run", "--verbose", "--dir", d, "-c", textwrap.dedent("""
+            import os, signal, time, poolmalloc
+            print(poolmalloc.ctl("sample.rate"))
+            os.kill(os.getpid(), signal.SIGUSR1)
+            for _ in range(200):
+                if any(f.endswith(".json") for f in os.listdir(%r)):
+                    break
+                time.sleep(0.05)
+            print("alive")
+            """ % d)], cwd=d)
+        self.assertEqual((p.returncode, p.stdout), (0, "524288\nalive\n"), p.stderr)
+        self.assertIn("poolmalloc: wrote", p.stderr)
+
+    def test_comma_in_an_option_value_is_refused(self):
+        p = run(["-m", "poolmalloc", "run", "--prefix", "a,sample:1", "-c", "pass"], cwd=tempfile.gettempdir())
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("a comma would end the option", p.stderr)
+        p = run(["-m", "poolmalloc", "run", "-m", "no_such_module_here"], cwd=tempfile.gettempdir())
+        self.assertEqual(p.returncode, 1)
+        self.assertEqual(p.stderr.strip(), PY + ": No module named no_such_module_here")
+
+
 if __name__ == "__main__":
     unittest.main()
