@@ -16,7 +16,7 @@ WARN    := -Wall -Wextra -Wshadow -Wundef -Wmissing-prototypes -Wstrict-prototyp
 CFLAGS_LIB := -std=gnu11 $(OPT) -g -fPIC -fvisibility=hidden -ftls-model=initial-exec \
               -fno-builtin-malloc -fno-builtin-calloc -fno-builtin-realloc -fno-builtin-free \
               $(WARN) -Iinclude -Ilib $(EXTRA_CFLAGS)
-LDLIBS_LIB := -lunwind -lm -lpthread
+LDLIBS_LIB := -lunwind -lz -lm -lpthread
 
 # lib/ is in folders by layer (docs/design.md, "Layout"); objects keep the folder: obj/heap/pool.o.
 LAYERS  := os util heap lens objects

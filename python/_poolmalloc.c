@@ -301,15 +301,20 @@ static PyObject *stats(PyObject *self, PyObject *noargs) {
     return d;
 }
 
-/* report(path_or_fd, format="json"): the heap report, now. */
+/* report(path_or_fd, format="json"): the heap report, now, in any of the library's formats. */
 static PyObject *report(PyObject *self, PyObject *args, PyObject *kw) {
     (void)self;
     static char *names[] = { "path_or_fd", "format", NULL };
     PyObject *where;
     const char *format = "json";
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|s:report", names, &where, &format)) return NULL;
-    if (strcmp(format, "text") && strcmp(format, "json") && strcmp(format, "pprof") && strcmp(format, "folded"))
-        return PyErr_Format(PyExc_ValueError, "report(): unknown format '%s' (text, json, pprof, folded)", format);
+    unsigned bit = _pm_format_named(format, strlen(format));   /* the library's own list */
+    if (bit == 0 || bit == PM_FMT_ALL) {
+        char known[128] = "";
+        for (unsigned i = 0; i < PM_NFORMATS; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "", _pm_formats[i].name);
+        return PyErr_Format(PyExc_ValueError, "report(): unknown format '%s' (%s)", format, known);
+    }
     int fd, close_it = 0;
     if (PyBool_Check(where)) {
         return PyErr_Format(PyExc_TypeError, "report(): path_or_fd must be a path or a file descriptor, not bool");

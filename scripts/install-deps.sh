@@ -7,7 +7,7 @@
 #   scripts/install-deps.sh --verify LEVEL... install nothing: name the first missing package in
 #                                             one line, with the command that installs it, exit 1
 # Levels (several may be given; each includes build):
-#   build   compiler, libunwind, pkg-config                     (make, make install, make debug)
+#   build   compiler, libunwind, zlib, pkg-config               (make, make install, make debug)
 #   demo    + python3                                           (make demo)
 #   python  + python3-dev, CPython's headers                    (make python, make install)
 #   check   + Criterion and the real programs the tests run,    (make check, make fuzz)
@@ -18,7 +18,7 @@ set -euo pipefail
 verify=0
 [ "${1:-}" = "--verify" ] && { verify=1; shift; }
 [ $# -gt 0 ] || set -- build
-want=(gcc make pkg-config libunwind-dev)
+want=(gcc make pkg-config libunwind-dev zlib1g-dev)
 for level in "$@"; do
   case "$level" in
     build) ;;
@@ -30,6 +30,8 @@ for level in "$@"; do
       want+=(python3-dev)
       # google-pprof and jeprof, which must read our pprof reports
       want+=(google-perftools libjemalloc-dev)
+      # go tool pprof, which must read our profile.proto reports (formats:proto)
+      want+=(golang-go)
       # CPython's own regression tests, which tests/integration/t_python.sh runs under the preload
       pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3.11)
       want+=("libpython$pyver-testsuite")

@@ -75,6 +75,9 @@ void _pm_frames_fork_child(void);
 
 /* ---- report.c: the report formats, written to an fd without malloc in the allocator ---------- */
 int  _pm_report_write(int fd, unsigned format, unsigned seq);   /* PM_FMT_* (one); 0 or errno */
+void *_pm_report_dump_open(int *err);        /* a dump's copy of the sites: NULL and *err, or it */
+int  _pm_report_dump_write(void *view, int fd, unsigned format, unsigned seq);
+void _pm_report_dump_close(void *view);
 void _pm_report_leaks(int fd);
 void _pm_report_stack(pm_out_t *o, void *const *frames, unsigned n);   /* "f+0x1 <- g+0x2 <- ..." */
 void _pm_report_frames(pm_out_t *o, void *const *frames, unsigned n);  /* one a line, as the text report */
@@ -83,6 +86,14 @@ void _pm_report_frames(pm_out_t *o, void *const *frames, unsigned n);  /* one a 
  * `"name":value`, and the report places the commas. */
 typedef void (*pm_report_section_fn)(pm_out_t *o, unsigned format);
 void _pm_report_add_section(pm_report_section_fn fn);
+
+/* ---- proto.c: profile.proto, gzipped ------------------------------------------------------- */
+/* The k-th site to write: its frames in the profile's order (innermost first), each one's
+ * function name, file ("" if none) and line (0), and its estimates alloc_count, alloc_bytes,
+ * live_count, live_bytes; returns the frame count. The strings stay valid until the next call. */
+typedef unsigned (*pm_proto_site_fn)(void *view, size_t k, void **frames, const char **names, const char **files,
+                                     unsigned *lines, double *values);
+int  _pm_proto_write(int fd, pm_proto_site_fn site_at, void *view, size_t nsites, size_t rate);   /* 0 or errno */
 
 /* ---- guard_report.c: what a fault on a guarded slot (heap/guard.c) prints ------------------- */
 void _pm_guard_report_start(void);           /* installs the SIGSEGV and SIGBUS handler, once */

@@ -77,7 +77,8 @@ static int dump(char *paths, size_t cap) {
     unsigned formats = _pm_options.formats ? _pm_options.formats : PM_FMT_TEXT;
     size_t used = 0;
     if (paths && cap) paths[0] = 0;
-    for (int attempt = 0; attempt < 100; attempt++) {
+    void *view = _pm_report_dump_open(&err);     /* every format from one copy of the sites */
+    for (int attempt = 0; attempt < 100 && view; attempt++) {
         unsigned n = atomic_fetch_add(&seq, 1) + 1;
         bool clash = false;
         for (unsigned f = PM_FMT_TEXT; f <= PM_FMT_ALL && !clash; f <<= 1) {
@@ -90,7 +91,7 @@ static int dump(char *paths, size_t cap) {
                 _pm_warn("cannot create report %s: %s", path, strerror(err));
                 continue;
             }
-            int werr = _pm_report_write(fd, f, n);
+            int werr = _pm_report_dump_write(view, fd, f, n);
             if (close(fd) != 0 && werr == 0) werr = errno;
             if (werr) { err = werr; _pm_warn("report %s is incomplete (error %d)", path, werr); }
             if (_pm_options.verbose) _pm_warn("wrote %s", path);
@@ -101,6 +102,7 @@ static int dump(char *paths, size_t cap) {
         }
         if (!clash) break;
     }
+    _pm_report_dump_close(view);
     atomic_store_explicit(&interval_bytes, 0, memory_order_relaxed);
     pthread_mutex_unlock(&dump_lock);
     return err;

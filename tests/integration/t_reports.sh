@@ -6,6 +6,8 @@
 #     the estimate's relative deviation is sqrt(rate / live), 3.1% for 512 MiB, so the bound is
 #     15.6% there (a 10% bound, 3.2 deviations, failed about once in 300 runs); its live total is right
 #   - google-pprof and jeprof read the .heap file and name the sites
+#   - go tool pprof reads the .pb.gz (profile.proto) file: its totals for each sample type equal
+#     the JSON's sums, it names the sites; default type inuse_space, period the rate, build IDs
 #   - the folded file has the sites' stacks; pm-report top, diff and folded read the JSON, and diff
 #     names the site that grew between two dumps
 #   - leaks:true names the leaking site at exit
@@ -42,7 +44,7 @@ read -r -t 60 line <&"${RUN[0]}" || true
 wait "$pid" || pm_fail "the program failed under the preload (status $?)" "$(tail -5 "$PM_TMP/stderr")"
 [ "$line" = "done" ] || pm_fail "the program did not finish: $line"
 
-for ext in txt json heap folded; do
+for ext in txt json heap folded pb.gz; do
     [ -s "$out/t.$pid.1.$ext" ] || pm_fail "no .$ext report" "$(ls "$out")"
 done
 for f in "$out"/*; do
@@ -87,6 +89,42 @@ for tool in google-pprof jeprof; do
         pm_fail "$tool did not unbias by the sample rate" "$(cat "$PM_TMP/$tool.err")"
     echo "$tool: $(grep -m1 '^Total' "$PM_TMP/$tool.out")"
 done
+
+# profile.proto: go tool pprof reads it, names the sites, and its totals are the JSON's, exactly
+command -v go >/dev/null || pm_fail "go is not installed (scripts/install-deps.sh check installs golang-go)"
+export GOCACHE="$PM_TMP/gocache" HOME="${HOME:-$PM_TMP}"
+for index in inuse_space alloc_space; do
+    go tool pprof -top -unit=B -sample_index=$index "$out/t.$pid.1.pb.gz" >"$PM_TMP/gopprof.$index" 2>"$PM_TMP/gopprof.err" ||
+        pm_fail "go tool pprof cannot read the .pb.gz file ($index)" "$(tail -5 "$PM_TMP/gopprof.err")"
+done
+# the totals, each sample type's sum over the samples (-raw: -top rounds its "total" to 6 digits)
+go tool pprof -raw "$out/t.$pid.1.pb.gz" >"$PM_TMP/gopprof.raw" 2>/dev/null || pm_fail "go tool pprof -raw failed"
+python3 - "$PM_TMP/gopprof.raw" "$out/t.$pid.1.json" <<'PY' || pm_fail "go tool pprof's totals are not the JSON's"
+import json, re, sys
+raw, doc = open(sys.argv[1]).read(), json.load(open(sys.argv[2]))
+head = raw.split("Samples:\n", 1)[1].splitlines()
+types = [t.split("/")[0] for t in head[0].replace("[dflt]", "").split()]
+assert types == ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"], types
+assert "inuse_space/bytes[dflt]" in head[0], head[0]
+sums = [0, 0, 0, 0]
+for line in head[1:]:
+    m = re.match(r"^\s+([\d ]+):", line)
+    if not m:
+        break
+    for i, v in enumerate(m.group(1).split()):
+        sums[i] += int(v)
+want = [sum(s[k] for s in doc["sites"]) for k in ("alloc_count", "alloc_bytes", "live_count", "live_bytes")]
+print("go tool pprof totals", dict(zip(types, sums)), "JSON", want)
+assert sums == want, (sums, want)
+PY
+for name in site_small site_large main; do
+    grep -q " $name\$" "$PM_TMP/gopprof.inuse_space" || pm_fail "go tool pprof does not name $name" "$(head -20 "$PM_TMP/gopprof.inuse_space")"
+done
+go tool pprof -top "$out/t.$pid.1.pb.gz" 2>/dev/null | grep -q "^Type: inuse_space" || pm_fail "the default sample type is not inuse_space"
+grep -q "^PeriodType: space bytes" "$PM_TMP/gopprof.raw" || pm_fail "no period type space/bytes" "$(head "$PM_TMP/gopprof.raw")"
+grep -q "^Period: 524288" "$PM_TMP/gopprof.raw" || pm_fail "the period is not the sample rate"
+grep -qE "build ?[iI][dD]|[0-9a-f]{40}" "$PM_TMP/gopprof.raw" || pm_fail "no build IDs in the mappings" "$(grep -A5 Mappings "$PM_TMP/gopprof.raw")"
+echo "go tool pprof: $(sed -n 's/^Showing nodes accounting for //p' "$PM_TMP/gopprof.inuse_space") (inuse_space; the JSON's sum)"
 
 grep -q ';site_small [0-9]' "$out/t.$pid.1.folded" || pm_fail "the folded stacks lack site_small" "$(head "$out/t.$pid.1.folded")"
 grep -q '^main;site_small\|;main;site_small' "$out/t.$pid.1.folded" || pm_fail "folded stacks are not outermost first"

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <zlib.h>
 
 /* Run pm_report(fd, format) into a temporary file and return its contents (static buffer). */
 static char *report_of(const char *format) {
@@ -72,6 +73,111 @@ Test(report, pprof_is_a_gperftools_heap_v2_profile) {
     char *maps = strstr(heap, "\nMAPPED_LIBRARIES:\n");
     cr_assert_not_null(maps);
     cr_assert(strstr(maps, "r-xp") && strstr(maps, "libc"), "followed by /proc/self/maps");
+}
+
+/* ---- profile.proto, read back: gunzip, then the protobuf wire format by hand ---- */
+
+static size_t gunzip_report(uint8_t *out, size_t cap) {
+    static uint8_t gz[1 << 20];
+    char path[] = "/tmp/pm-report-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    unlink(path);
+    cr_assert_eq(pm_report(fd, "proto"), 0);
+    lseek(fd, 0, SEEK_SET);
+    ssize_t n = read(fd, gz, sizeof gz);
+    close(fd);
+    cr_assert(n > 18 && gz[0] == 0x1f && gz[1] == 0x8b, "a gzip stream");
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    cr_assert_eq(inflateInit2(&z, 15 + 16), Z_OK);
+    z.next_in = gz; z.avail_in = (uInt)n; z.next_out = out; z.avail_out = (uInt)cap;
+    cr_assert_eq(inflate(&z, Z_FINISH), Z_STREAM_END, "one complete gzip member");
+    size_t len = z.total_out;
+    inflateEnd(&z);
+    return len;
+}
+
+static uint64_t varint(const uint8_t **p, const uint8_t *end) {
+    uint64_t v = 0;
+    for (unsigned shift = 0; *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) return v;
+    }
+    cr_assert_fail("a varint runs past the end");
+    return 0;
+}
+
+typedef struct { unsigned field, wire; uint64_t v; const uint8_t *p; size_t len; } pbfield_t;
+
+static bool next_field(const uint8_t **p, const uint8_t *end, pbfield_t *f) {
+    if (*p >= end) return false;
+    uint64_t key = varint(p, end);
+    f->field = (unsigned)(key >> 3);
+    f->wire = (unsigned)(key & 7);
+    cr_assert(f->wire == 0 || f->wire == 2, "only varints and length-delimited fields");
+    if (f->wire == 0) { f->v = varint(p, end); return true; }
+    f->len = varint(p, end);
+    cr_assert_leq(f->len, (size_t)(end - *p));
+    f->p = *p;
+    *p += f->len;
+    return true;
+}
+
+Test(report, proto_is_a_gzipped_profile_with_the_unbiased_estimates) {
+    with_samples();                            /* rate 1: every estimate is exact */
+    _pm_sample_set_rate(524288);
+    static uint8_t pb[4 << 20];
+    size_t n = gunzip_report(pb, sizeof pb);
+    _pm_sample_set_rate(0);
+    const uint8_t *p = pb, *end = pb + n;
+    pbfield_t f;
+    unsigned types = 0, samples = 0, locations = 0, functions = 0, mappings = 0;
+    const char *strs[4096];
+    size_t lens[4096], nstr = 0;
+    uint64_t default_type = 0, period = 0, drop = 0, site_values[4] = { 0 };
+    bool found_site = false;
+    while (next_field(&p, end, &f)) {
+        switch (f.field) {
+        case 1: types++; break;
+        case 2: {                              /* Sample: packed locations, packed values */
+            samples++;
+            const uint8_t *q = f.p, *qend = f.p + f.len;
+            pbfield_t g;
+            while (next_field(&q, qend, &g)) {
+                if (g.field != 2) continue;
+                uint64_t v[4] = { 0 };
+                const uint8_t *r = g.p;
+                for (unsigned i = 0; i < 4; i++) v[i] = varint(&r, g.p + g.len);
+                cr_assert_eq(r, g.p + g.len, "four values a sample");
+                if (v[3] == 100000) { memcpy(site_values, v, sizeof v); found_site = true; }
+            }
+            break;
+        }
+        case 3: mappings++; break;
+        case 4: locations++; break;
+        case 5: functions++; break;
+        case 6: if (nstr < 4096) { strs[nstr] = (const char *)f.p; lens[nstr++] = f.len; } break;
+        case 7: drop = f.v; break;
+        case 12: period = f.v; break;
+        case 14: default_type = f.v; break;
+        default: break;
+        }
+    }
+    cr_assert_eq(types, 4);
+    cr_assert_eq(period, 524288);
+    cr_assert(found_site, "the keep_alive site's sample: 100 blocks of 1000 bytes, live");
+    cr_assert_eq(site_values[0], 100); cr_assert_eq(site_values[1], 100000);
+    cr_assert_eq(site_values[2], 100); cr_assert_eq(site_values[3], 100000);
+    cr_assert(samples >= 1 && locations >= 2 && functions >= 2 && mappings >= 1, "%u %u %u %u", samples, locations, functions, mappings);
+    cr_assert_eq(lens[0], 0, "the string table starts with \"\"");
+    cr_assert_lt(default_type, nstr);
+    cr_assert(lens[default_type] == 11 && memcmp(strs[default_type], "inuse_space", 11) == 0);
+    cr_assert(drop > 0 && drop < nstr && memmem(strs[drop], lens[drop], "pm_.*", 5), "drop_frames names our entry points");
+    bool named = false;
+    for (size_t i = 0; i < nstr; i++) named |= lens[i] == 10 && memcmp(strs[i], "keep_alive", 10) == 0;
+    cr_assert(named, "functions carry their names");
 }
 
 Test(report, folded_lines_are_stacks_and_a_byte_count) {
