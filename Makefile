@@ -54,6 +54,8 @@ $(BUILD)/obj/%.o: lib/%.c $(HDRS) | $(LAYERS:%=$(BUILD)/obj/%) deps
 	$(CC) $(CFLAGS_LIB) -c $< -o $@
 
 $(SO_ONLY): CFLAGS_LIB += -fno-builtin
+# The HTML report's page is assembled into the library (lib/lens/html.c, .incbin).
+$(BUILD)/obj/lens/html.o: lib/lens/report.html
 
 $(LAYERS:%=$(BUILD)/obj/%):
 	@mkdir -p $@
@@ -210,6 +212,8 @@ install: all python
 	install -m 644 include/poolmalloc.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/poolmalloc/*.h $(DESTDIR)$(PREFIX)/include/poolmalloc/
 	install -m 755 tools/pm-demo tools/pm-run tools/pm-report $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/share/poolmalloc
+	install -m 644 lib/lens/report.html $(DESTDIR)$(PREFIX)/share/poolmalloc/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' poolmalloc.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/poolmalloc.pc
 
 clean:

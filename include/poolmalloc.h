@@ -54,7 +54,8 @@ void   pm_stats_get(pm_stats_t *out);
  * Returns 0 or an errno value (ENOENT, EINVAL, EPERM, ERANGE). */
 int    pm_ctl(const char *name, void *oldp, size_t *oldlenp, const void *newp, size_t newlen);
 
-/* Write a heap report to fd now: format "text", "json", "pprof" or "folded". 0 or an errno. */
+/* Write a heap report to fd now: format "text", "json", "pprof", "folded", "proto" (profile.proto,
+ * gzipped) or "html". 0 or an errno. */
 int    pm_report(int fd, const char *format);
 
 /* Is p in memory this allocator manages (a block it handed out, live or freed)? For wrapping an

@@ -32,6 +32,8 @@ for level in "$@"; do
       want+=(google-perftools libjemalloc-dev)
       # go tool pprof, which must read our profile.proto reports (formats:proto)
       want+=(golang-go)
+      # a real browser for the HTML report (formats:html), headless
+      want+=(chromium)
       # CPython's own regression tests, which tests/integration/t_python.sh runs under the preload
       pyver=$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo 3.11)
       want+=("libpython$pyver-testsuite")

@@ -450,6 +450,8 @@ typedef struct {
     size_t returned_bytes, reused_total;      /* unmapped from the cache; requests served from it */
 } pm_huge_counts_t;
 void   _pm_huge_counts(pm_huge_counts_t *out);
+typedef struct { uintptr_t ptr; size_t size, mapped; } pm_huge_block_t;
+size_t _pm_huge_list(pm_huge_block_t *out, size_t cap);  /* live huge blocks: how many; cap copied */
 const char *_pm_huge_check(void);            /* takes the lock: NULL, or the invariant that failed */
 void   _pm_huge_fork_prepare(void);
 void   _pm_huge_fork_parent(void);

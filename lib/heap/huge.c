@@ -440,3 +440,14 @@ const char *_pm_huge_check(void) {
 void _pm_huge_fork_prepare(void) { pthread_mutex_lock(&huge_lock); }
 void _pm_huge_fork_parent(void) { pthread_mutex_unlock(&huge_lock); }
 void _pm_huge_fork_child(void) { pthread_mutex_init(&huge_lock, NULL); }
+
+/* The live huge blocks, for the heap map: at most cap of them (address, bytes requested) into
+ * out; returns how many there are. */
+size_t _pm_huge_list(pm_huge_block_t *out, size_t cap) {
+    size_t n = 0, pos = 0;
+    pthread_mutex_lock(&huge_lock);
+    for (const huge_entry_t *e; (e = _pm_table_next(&registry, &pos)) != NULL; n++)
+        if (n < cap) out[n] = (pm_huge_block_t){ e->ptr, e->size, e->map_size };
+    huge_unlock();
+    return n;
+}

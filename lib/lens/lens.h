@@ -21,6 +21,14 @@ typedef struct {
     size_t heaps, heaps_abandoned;
 } pm_stats_snapshot_t;
 void _pm_stats_snapshot(pm_stats_snapshot_t *out);
+/* The heap map (the JSON report's "map", the HTML report's picture): per arena, each slot's state
+ * (PM_MAP_*) and each pool: its first slot, slots, class, blocks used and capacity, owning heap. */
+enum { PM_SLOT_HEADER = 'h', PM_SLOT_FREE = '.', PM_SLOT_DIRTY = 'd', PM_SLOT_POOL = 'p' };
+typedef struct { uint16_t slot, slots; uint16_t size_class, _pad; uint32_t used, capacity; uintptr_t heap; } pm_map_pool_t;
+typedef struct { uintptr_t base; char slots[PM_SLOTS]; uint32_t npools; pm_map_pool_t pools[PM_SLOTS]; } pm_map_arena_t;
+typedef struct { pm_map_arena_t *arenas; size_t narenas, cap; pm_huge_block_t *huge; size_t nhuge, huge_cap; } pm_heapmap_t;
+int  _pm_heapmap_snapshot(pm_heapmap_t *out);      /* 0 or ENOMEM; its own mappings */
+void _pm_heapmap_free(pm_heapmap_t *m);
 void _pm_lens_start(void);   /* ctl.c: the heap, and the sampler at the configured rate; idempotent */
 void _pm_stats_print(int fd);
 void _pm_stats_fork_prepare(void);
@@ -86,6 +94,11 @@ void _pm_report_frames(pm_out_t *o, void *const *frames, unsigned n);  /* one a 
  * `"name":value`, and the report places the commas. */
 typedef void (*pm_report_section_fn)(pm_out_t *o, unsigned format);
 void _pm_report_add_section(pm_report_section_fn fn);
+
+/* ---- html.c: the HTML report's page (report.html), NUL-terminated; PM_HTML_MARKER marks where
+ * the JSON report goes ---------------------------------------------------------------------- */
+extern const char _pm_html_page[], _pm_html_page_end[];
+#define PM_HTML_MARKER "/*POOLMALLOC-DATA*/"
 
 /* ---- proto.c: profile.proto, gzipped ------------------------------------------------------- */
 /* The k-th site to write: its frames in the profile's order (innermost first), each one's

@@ -263,6 +263,7 @@ static void json_string(pm_out_t *o, const char *s) {
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') _pm_out_printf(o, "\\%c", c);
+        else if (c == '<') _pm_out_printf(o, "\\u003c");          /* safe inside an HTML <script> */
         else if (c < 0x20) _pm_out_printf(o, "\\u%04x", c);
         else _pm_out_printf(o, "%c", c);
     }
@@ -372,13 +373,38 @@ static int write_text(int fd, unsigned seq, sitesview_t *v) {
 
 /* ---- json ---- */
 
+/* "map": every arena's slots and pools, and the huge blocks (version 2): what the HTML report draws.
+ * A slot is h (the arena's header), . (free), d (free, not yet decommitted) or p (in a pool); a
+ * pool is [first slot, slots, class, block size, blocks used, capacity, owning heap]. */
+static void write_map(pm_out_t *o) {
+    pm_heapmap_t m;
+    if (_pm_heapmap_snapshot(&m) != 0) { _pm_out_printf(o, "\"map\":null"); return; }
+    _pm_out_printf(o, "\"map\":{\"slot_size\":%zu,\"slots\":%u,\"arenas\":[", (size_t)PM_SLOT_SIZE, (unsigned)PM_SLOTS);
+    for (size_t k = 0; k < m.narenas; k++) {
+        const pm_map_arena_t *a = &m.arenas[k];
+        _pm_out_printf(o, "%s\n {\"base\":\"0x%lx\",\"slots\":\"%.*s\",\"pools\":[", k ? "," : "",
+                       (unsigned long)a->base, (int)PM_SLOTS, a->slots);
+        for (uint32_t i = 0; i < a->npools; i++) {
+            const pm_map_pool_t *p = &a->pools[i];
+            _pm_out_printf(o, "%s[%u,%u,%u,%u,%u,%u,%lu]", i ? "," : "", p->slot, p->slots, p->size_class,
+                           _pm_classes[p->size_class].size, p->used, p->capacity, (unsigned long)p->heap);
+        }
+        _pm_out_printf(o, "]}");
+    }
+    _pm_out_printf(o, "],\n\"huge\":[");
+    for (size_t k = 0; k < m.nhuge; k++)
+        _pm_out_printf(o, "%s[\"0x%lx\",%zu,%zu]", k ? "," : "", (unsigned long)m.huge[k].ptr, m.huge[k].size, m.huge[k].mapped);
+    _pm_out_printf(o, "]}");
+    _pm_heapmap_free(&m);
+}
+
 static int write_json(int fd, unsigned seq, sitesview_t *v) {
     totals_t t;
     totals(&t);
     char buf[REPORT_BUF];
     pm_out_t o;
     _pm_out_init(&o, buf, sizeof buf, fd);
-    _pm_out_printf(&o, "{\"schema\":\"poolmalloc.heap\",\"version\":1,\"pid\":%d,\"seq\":%u,\"time\":%lld,",
+    _pm_out_printf(&o, "{\"schema\":\"poolmalloc.heap\",\"version\":2,\"pid\":%d,\"seq\":%u,\"time\":%lld,",
                    (int)getpid(), seq, (long long)time(NULL));
     _pm_out_printf(&o, "\"sample_rate\":%zu,\n\"totals\":{\"live_bytes\":%zu,\"mapped_bytes\":%zu,"
                    "\"all_mapped_bytes\":%zu,\"peak_mapped_bytes\":%zu,\"resident_bytes\":%ld,\"peak_resident_bytes\":%ld,"
@@ -407,7 +433,9 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
                        sep, c, _pm_classes[c].size, cs->pools, cs->blocks_used, cs->blocks_free);
         sep = ",";
     }
-    _pm_out_printf(&o, "],\n\"sites\":[");
+    _pm_out_printf(&o, "],\n");
+    write_map(&o);
+    _pm_out_printf(&o, ",\n\"sites\":[");
     symbol_t scratch;
     sep = "";
     for (size_t k = 0; k < v->norder && k < MAX_REPORT_SITES; k++) {
@@ -547,6 +575,29 @@ static int write_pprof(int fd, unsigned seq, sitesview_t *v) {
     return _pm_os_copy_file("/proc/self/maps", fd, buf, sizeof buf);
 }
 
+/* ---- html: report.html with the JSON report in it (html.c) ---- */
+
+static int write_all(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return w < 0 ? errno : EIO;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int write_html(int fd, unsigned seq, sitesview_t *v) {
+    const char *page = _pm_html_page, *mark = strstr(page, PM_HTML_MARKER);
+    if (mark == NULL) return EINVAL;
+    int err = write_all(fd, page, (size_t)(mark - page));
+    if (err == 0) err = write_json(fd, seq, v);
+    const char *rest = mark + strlen(PM_HTML_MARKER);
+    if (err == 0) err = write_all(fd, rest, strlen(rest));
+    return err;
+}
+
 /* ---- proto (proto.c encodes it) ---- */
 
 typedef struct { sitesview_t *v; char names[PM_MAX_FRAMES][128]; } proto_view_t;
@@ -643,6 +694,7 @@ static int write_from(sitesview_t *v, int fd, unsigned format, unsigned seq) {
     case PM_FMT_PPROF:  return write_pprof(fd, seq, v);
     case PM_FMT_FOLDED: return write_folded(fd, seq, v);
     case PM_FMT_PROTO:  return write_proto(fd, v);
+    case PM_FMT_HTML:   return write_html(fd, seq, v);
     default:            return EINVAL;
     }
 }

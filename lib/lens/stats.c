@@ -16,6 +16,7 @@
 #include "lens/lens.h"
 #include "poolmalloc.h"
 
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -75,6 +76,51 @@ void _pm_stats_snapshot(pm_stats_snapshot_t *s) {
     s->mapped = ac.arenas * PM_ARENA_SIZE + huge.mapped + huge.cached;
     s->decaying = ac.dirty_slots * PM_SLOT_SIZE + huge.cached;
     s->returned = ac.returned_bytes + huge.returned_bytes;
+}
+
+/* The arena lock is held for a copy only: the writer formats it later, unlocked. Arenas mapped
+ * meanwhile are left out when the copy is full (it is sized before the lock from a count). */
+int _pm_heapmap_snapshot(pm_heapmap_t *m) {
+    memset(m, 0, sizeof *m);
+    _pm_heap_start();
+    size_t nhuge = _pm_huge_list(NULL, 0) + 16;
+    m->huge = _pm_os_map(nhuge * sizeof *m->huge);
+    if (m->huge == NULL) return ENOMEM;
+    m->huge_cap = nhuge;
+    size_t n = _pm_huge_list(m->huge, nhuge);
+    m->nhuge = n < nhuge ? n : nhuge;
+    pthread_mutex_lock(&_pm_arena_lock);
+    pm_arena_counts_t ac;
+    _pm_arena_counts(&ac);
+    pthread_mutex_unlock(&_pm_arena_lock);
+    m->cap = ac.arenas + 4;
+    m->arenas = _pm_os_map(m->cap * sizeof *m->arenas);
+    if (m->arenas == NULL) { _pm_heapmap_free(m); return ENOMEM; }
+    pthread_mutex_lock(&_pm_arena_lock);
+    for (pm_arena_t *a = _pm_arena_first(); a && m->narenas < m->cap; a = a->all_next) {
+        pm_map_arena_t *out = &m->arenas[m->narenas++];
+        out->base = (uintptr_t)a;
+        out->npools = 0;
+        for (unsigned i = 0; i < PM_SLOTS; i++) {
+            bool used = (a->slots_used.w[i / 64] >> (i % 64)) & 1, dirty = (a->slots_dirty.w[i / 64] >> (i % 64)) & 1;
+            out->slots[i] = i < PM_HEADER_SLOTS ? PM_SLOT_HEADER : used ? PM_SLOT_POOL : dirty ? PM_SLOT_DIRTY : PM_SLOT_FREE;
+            const pm_pool_t *pool = &a->pools[i];
+            if (i < PM_HEADER_SLOTS || a->heads[i] != pool || pool->slots == 0) continue;
+            size_t u = _pm_pool_used(pool), held = __atomic_load_n(&pool->held, __ATOMIC_RELAXED);
+            u = u > held ? u - held : 0;
+            if (u > pool->capacity) u = pool->capacity;
+            out->pools[out->npools++] = (pm_map_pool_t){ (uint16_t)i, (uint16_t)pool->slots, (uint16_t)pool->size_class, 0,
+                                                         (uint32_t)u, pool->capacity, (uintptr_t)pool->heap };
+        }
+    }
+    pthread_mutex_unlock(&_pm_arena_lock);
+    return 0;
+}
+
+void _pm_heapmap_free(pm_heapmap_t *m) {
+    if (m->arenas) _pm_os_unmap(m->arenas, m->cap * sizeof *m->arenas);
+    if (m->huge) _pm_os_unmap(m->huge, m->huge_cap * sizeof *m->huge);
+    memset(m, 0, sizeof *m);
 }
 
 static void row(pm_out_t *o, const char *what, size_t bytes, size_t total) {

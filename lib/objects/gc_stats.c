@@ -128,13 +128,22 @@ static void generations_section(pm_out_t *o, bool json, const pm_gen_stats_t *st
     for (int i = 0; i < PM_GC_GENERATIONS; i++) {
         const pm_gen_stats_t *st = &stats[i];
         uint64_t p50 = percentile(st, 500), p99 = percentile(st, 990);
-        if (json)
+        if (json) {
             _pm_out_printf(o, "%s{\"collections\":%zu,\"collected\":%zu,\"uncollectable\":%zu,"
-                           "\"pause_total_ns\":%llu,\"pause_max_ns\":%llu,\"pause_p50_ns\":%llu,\"pause_p99_ns\":%llu}",
+                           "\"pause_total_ns\":%llu,\"pause_max_ns\":%llu,\"pause_p50_ns\":%llu,\"pause_p99_ns\":%llu,"
+                           "\"pause_hist\":[",
                            i ? "," : "", st->collections, st->collected, st->uncollectable,
                            (unsigned long long)st->pause_total_ns, (unsigned long long)st->pause_max_ns,
                            (unsigned long long)p50, (unsigned long long)p99);
-        else
+            /* the histogram's nonzero buckets: [upper bound in ns, pauses] (version 2) */
+            const char *sep = "";
+            for (unsigned b = 0; b < PM_PAUSE_BUCKETS; b++) {
+                if (st->pause_hist[b] == 0) continue;
+                _pm_out_printf(o, "%s[%llu,%u]", sep, (unsigned long long)bucket_upper(b), st->pause_hist[b]);
+                sep = ",";
+            }
+            _pm_out_printf(o, "]}");
+        } else
             _pm_out_printf(o, "    %-10d %11zu %11zu %13zu %9lu us %7lu us %7lu us %7lu us\n", i, st->collections,
                            st->collected, st->uncollectable, (unsigned long)(st->pause_total_ns / 1000),
                            (unsigned long)(st->pause_max_ns / 1000), (unsigned long)(p50 / 1000),

@@ -113,6 +113,7 @@ int _pm_signal_number(const char *s, size_t n) {
 const pm_format_t _pm_formats[PM_NFORMATS] = {
     { "text", "txt", PM_FMT_TEXT }, { "json", "json", PM_FMT_JSON },
     { "pprof", "heap", PM_FMT_PPROF }, { "folded", "folded", PM_FMT_FOLDED }, { "proto", "pb.gz", PM_FMT_PROTO },
+    { "html", "html", PM_FMT_HTML },
 };
 _Static_assert(PM_FMT_ALL == (1u << PM_NFORMATS) - 1, "one bit per format");
 

@@ -44,8 +44,8 @@ extern const int _pm_debug_level;   /* PM_DEBUG of the library's build (fmt.c), 
 /* ---- options.c ---------------------------------------------------------------------------- */
 #define PM_PURGE_DELAY_MAX ((uint32_t)1 << 30)    /* ms, about 12 days: deadlines compare as int32 */
 /* The report formats: the one list of their names (options, pm_report) and file extensions. */
-enum { PM_FMT_TEXT = 1, PM_FMT_JSON = 2, PM_FMT_PPROF = 4, PM_FMT_FOLDED = 8, PM_FMT_PROTO = 16, PM_FMT_ALL = 31 };
-#define PM_NFORMATS 5
+enum { PM_FMT_TEXT = 1, PM_FMT_JSON = 2, PM_FMT_PPROF = 4, PM_FMT_FOLDED = 8, PM_FMT_PROTO = 16, PM_FMT_HTML = 32, PM_FMT_ALL = 63 };
+#define PM_NFORMATS 6
 typedef struct { const char *name, *ext; unsigned bit; } pm_format_t;
 extern const pm_format_t _pm_formats[PM_NFORMATS];   /* in bit order: _pm_formats[i].bit == 1 << i */
 unsigned _pm_format_named(const char *s, size_t n);  /* its PM_FMT_ bit, or 0 */

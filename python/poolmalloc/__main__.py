@@ -5,7 +5,8 @@ allocation sites with their Python stacks, and writing heap reports on a signal,
 for native programs. The options are pm-run's and make the same POOLMALLOC_CONF (docs/options.md):
 
   --sample SIZE     mean bytes between sampled allocations (default 512k; 1: every one)
-  --formats LIST    report formats joined by +: text, json, pprof, folded (default text+json)
+  --formats LIST    report formats joined by +: text, json, pprof, folded, proto, html
+                    (default text+json)
   --dir DIR         where the reports go (default: the current directory)
   --prefix NAME     report file prefix (default poolmalloc)
   --signal SIG      the signal that writes the reports (default USR1; "off" for none)

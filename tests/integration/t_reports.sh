@@ -6,6 +6,8 @@
 #     the estimate's relative deviation is sqrt(rate / live), 3.1% for 512 MiB, so the bound is
 #     15.6% there (a 10% bound, 3.2 deviations, failed about once in 300 runs); its live total is right
 #   - google-pprof and jeprof read the .heap file and name the sites
+#   - headless Chromium renders the .html report (no script errors, the heap map, the top sites)
+#     and writes a screenshot under build/; pm-report html of two dumps puts site_growth first
 #   - go tool pprof reads the .pb.gz (profile.proto) file: its totals for each sample type equal
 #     the JSON's sums, it names the sites; default type inuse_space, period the rate, build IDs
 #   - the folded file has the sites' stacks; pm-report top, diff and folded read the JSON, and diff
@@ -44,7 +46,7 @@ read -r -t 60 line <&"${RUN[0]}" || true
 wait "$pid" || pm_fail "the program failed under the preload (status $?)" "$(tail -5 "$PM_TMP/stderr")"
 [ "$line" = "done" ] || pm_fail "the program did not finish: $line"
 
-for ext in txt json heap folded pb.gz; do
+for ext in txt json heap folded pb.gz html; do
     [ -s "$out/t.$pid.1.$ext" ] || pm_fail "no .$ext report" "$(ls "$out")"
 done
 for f in "$out"/*; do
@@ -130,6 +132,52 @@ grep -q ';site_small [0-9]' "$out/t.$pid.1.folded" || pm_fail "the folded stacks
 grep -q '^main;site_small\|;main;site_small' "$out/t.$pid.1.folded" || pm_fail "folded stacks are not outermost first"
 
 report="$PM_ROOT/tools/pm-report"
+
+# The HTML report, in a real browser: headless Chromium runs its script (no errors), the DOM has the
+# heap map and the top sites, and a screenshot goes under build/. Then pm-report html of two dumps
+# shows what grew.
+command -v chromium >/dev/null || pm_fail "chromium is not installed (scripts/install-deps.sh check installs it)"
+browse() {   # browse FILE.html OUT.dom [SCREENSHOT.png]
+    local args=(--headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir="$PM_TMP/chrome"
+                --window-size=1400,1600 --virtual-time-budget=10000)
+    timeout 120 chromium "${args[@]}" --dump-dom "file://$1" >"$2" 2>"$PM_TMP/chromium.err" ||
+        pm_fail "chromium could not load $1" "$(tail -5 "$PM_TMP/chromium.err")"
+    if [ -n "${3-}" ]; then
+        timeout 120 chromium "${args[@]}" --screenshot="$3" "file://$1" >/dev/null 2>>"$PM_TMP/chromium.err" ||
+            pm_fail "chromium could not take a screenshot" "$(tail -5 "$PM_TMP/chromium.err")"
+    fi
+}
+mkdir -p "$PM_BUILD/screenshots"
+shot="$PM_BUILD/screenshots/heap-report.png"
+rm -f "$shot"
+browse "$out/t.$pid.1.html" "$PM_TMP/page.dom" "$shot"
+python3 - "$PM_TMP/page.dom" <<'PY' || pm_fail "the HTML report did not render as it should" "$(head -c 3000 "$PM_TMP/page.dom")"
+import re, sys
+dom = open(sys.argv[1]).read()
+assert 'data-status="ok"' in dom, "the page's script did not finish: " + (re.findall(r'data-status="(\w+)"', dom) or ["?"])[0]
+errors = re.search(r'<pre id="errors">(.*?)</pre>', dom, re.S)
+assert errors and not errors.group(1).strip(), "script errors: " + errors.group(1)
+pools = dom.count('class="pool"')
+assert pools >= 100, f"the heap map has {pools} pools"       # 512 MiB of 100-byte blocks and 1 GiB of 40 KiB
+top = re.search(r'<table id="top-sites">(.*?)</table>', dom, re.S).group(1)
+names = re.findall(r'class="l mono site-name">([^<]*)<', top)
+assert {"site_large", "site_small"} <= set(names[:4]), names
+assert 'id="heap-map"' in dom and 'id="bytes-bar"' in dom and 'class="f"' in dom
+print(f"html: {pools} pools on the map; top sites {names[:3]}")
+PY
+[ -s "$shot" ] && [ "$(head -c 8 "$shot" | od -An -tx1 | tr -d ' ')" = 89504e470d0a1a0a ] ||
+    pm_fail "no PNG screenshot at $shot"
+"$report" html "$first" "$grown" -o "$PM_TMP/two.html" || pm_fail "pm-report html failed"
+browse "$PM_TMP/two.html" "$PM_TMP/two.dom"
+python3 - "$PM_TMP/two.dom" <<'PY' || pm_fail "pm-report html of two dumps does not show what grew" "$(head -c 2000 "$PM_TMP/two.dom")"
+import re, sys
+dom = open(sys.argv[1]).read()
+assert 'data-status="ok"' in dom
+grew = re.search(r'<table id="growth-table">(.*?)</table>', dom, re.S).group(1)
+first = re.findall(r'<td class="l mono">([^<]*)<', grew)
+assert first and first[0] == "site_growth", first[:3]
+PY
+echo "html: rendered by $(chromium --version 2>/dev/null | head -1); screenshot ${shot#"$PM_ROOT"/}"
 "$report" top "$first" -n 3 >"$PM_TMP/top.out" || pm_fail "pm-report top failed"
 grep -q site_large "$PM_TMP/top.out" || pm_fail "pm-report top does not show site_large" "$(cat "$PM_TMP/top.out")"
 "$report" diff "$first" "$grown" -n 1 >"$PM_TMP/diff.out" || pm_fail "pm-report diff failed"

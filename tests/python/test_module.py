@@ -288,7 +288,7 @@ class Api(unittest.TestCase):
             "['arenas', 'decaying', 'free', 'huge_blocks', 'in_use', 'mapped', 'overhead', 'resident', 'returned', "
             "'sample_rate', 'serving_python']",
             "True True",
-            "ValueError report(): unknown format 'xml' (text, json, pprof, folded, proto)",
+            "ValueError report(): unknown format 'xml' (text, json, pprof, folded, proto, html)",
             "OSError 2",
             "poolmalloc.heap",
             "True",
