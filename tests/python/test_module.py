@@ -230,7 +230,8 @@ class Collector(unittest.TestCase):
         self.assertGreaterEqual(sum(g["collected"] for g in gens), 60000, "every Node of every cycle")
         for g in gens:
             self.assertEqual(set(g), {"collections", "collected", "uncollectable", "pause_total_ns", "pause_max_ns",
-                                      "pause_p50_ns", "pause_p99_ns"})
+                                      "pause_p50_ns", "pause_p99_ns", "pause_hist"})
+            self.assertEqual(sum(n for _, n in g["pause_hist"]), g["collections"], "the histogram counts every pause")
             if g["collections"]:
                 self.assertGreater(g["pause_total_ns"], 0)
                 self.assertLessEqual(g["pause_p50_ns"], g["pause_p99_ns"])
