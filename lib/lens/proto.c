@@ -79,13 +79,18 @@ static void drain(sink_t *s) {
     s->z.avail_out = OUT_BUF;
 }
 
+/* Z_FINISH: until deflate says the stream (and its gzip trailer) is out, however many buffers
+ * that takes; else until the input is taken. */
 static void emit(sink_t *s, const void *p, size_t n, int flush) {
     s->z.next_in = (Bytef *)(uintptr_t)p;
     s->z.avail_in = (uInt)n;
-    do {
-        if (deflate(&s->z, flush) == Z_STREAM_ERROR) { if (!s->err) s->err = EIO; return; }
-        if (s->z.avail_out == 0 || flush == Z_FINISH) drain(s);
-    } while (s->z.avail_in > 0 || (flush == Z_FINISH && s->z.avail_out == 0));
+    for (;;) {
+        int r = deflate(&s->z, flush);
+        if (r == Z_STREAM_ERROR) { if (!s->err) s->err = EIO; return; }
+        if (s->z.avail_out == 0 || r == Z_STREAM_END) drain(s);
+        if (flush == Z_FINISH ? r == Z_STREAM_END : s->z.avail_in == 0) return;
+        if (s->err) return;
+    }
 }
 
 /* ---- encoding ------------------------------------------------------------------------------ */

@@ -258,17 +258,7 @@ static void out_double(pm_out_t *o, double x) {   /* an integer estimate; JSON h
     _pm_out_printf(o, "%llu", (unsigned long long)llround(x));
 }
 
-static void json_string(pm_out_t *o, const char *s) {
-    _pm_out_printf(o, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') _pm_out_printf(o, "\\%c", c);
-        else if (c == '<') _pm_out_printf(o, "\\u003c");          /* safe inside an HTML <script> */
-        else if (c < 0x20) _pm_out_printf(o, "\\u%04x", c);
-        else _pm_out_printf(o, "%c", c);
-    }
-    _pm_out_printf(o, "\"");
-}
+static void json_string(pm_out_t *o, const char *s) { _pm_out_json_string(o, s); }
 
 /* ---- sections of higher layers ---- */
 
@@ -373,6 +363,19 @@ static int write_text(int fd, unsigned seq, sitesview_t *v) {
 
 /* ---- json ---- */
 
+/* The sites after the first MAX_REPORT_SITES (by live bytes): how many, and their estimates
+ * alloc_count, alloc_bytes, live_count, live_bytes summed in site order (the JSON and proto
+ * reports both sum them so, and round the sums alike). */
+static size_t omitted(const sitesview_t *v, double out[4]) {
+    out[0] = out[1] = out[2] = out[3] = 0;
+    for (size_t k = MAX_REPORT_SITES; k < v->norder; k++) {
+        const pm_site_t *s = &v->sites.sites[v->order[k]];
+        out[0] += s->alloc_est_count; out[1] += s->alloc_est_bytes;
+        out[2] += s->live_est_count;  out[3] += s->live_est_bytes;
+    }
+    return v->norder > MAX_REPORT_SITES ? v->norder - MAX_REPORT_SITES : 0;
+}
+
 /* "map": every arena's slots and pools, and the huge blocks (version 2): what the HTML report draws.
  * A slot is h (the arena's header), . (free), d (free, not yet decommitted) or p (in a pool); a
  * pool is [first slot, slots, class, block size, blocks used, capacity, owning heap]. */
@@ -475,6 +478,18 @@ static int write_json(int fd, unsigned seq, sitesview_t *v) {
         sep = ",";
     }
     _pm_out_printf(&o, "]");
+    /* the sites past the largest MAX_REPORT_SITES, summed, so that totals stay whole (version 2) */
+    double rest[4];
+    size_t nrest = omitted(v, rest);
+    _pm_out_printf(&o, ",\n\"sites_omitted\":{\"sites\":%zu,\"alloc_count\":", nrest);
+    out_double(&o, rest[0]);
+    _pm_out_printf(&o, ",\"alloc_bytes\":");
+    out_double(&o, rest[1]);
+    _pm_out_printf(&o, ",\"live_count\":");
+    out_double(&o, rest[2]);
+    _pm_out_printf(&o, ",\"live_bytes\":");
+    out_double(&o, rest[3]);
+    _pm_out_printf(&o, "}");
     write_sections(&o, PM_FMT_JSON);
     _pm_out_printf(&o, "}\n");
     _pm_out_flush(&o);
@@ -607,6 +622,16 @@ static unsigned proto_site(void *arg, size_t k, void **frames, const char **name
                            unsigned *lines, double *values) {
     proto_view_t *pv = arg;
     sitesview_t *v = pv->v;
+    if (k == MAX_REPORT_SITES) {           /* the rest, as the JSON report's sites_omitted */
+        size_t n = omitted(v, values);
+        pm_out_t o;
+        _pm_out_init(&o, pv->names[0], sizeof pv->names[0] - 1, -1);
+        _pm_out_printf(&o, "[%zu more sites]", n);
+        pv->names[0][o.len] = 0;
+        frames[0] = (void *)(uintptr_t)1;  /* no address: its own location */
+        names[0] = pv->names[0]; files[0] = ""; lines[0] = 0;
+        return 1;
+    }
     const pm_site_t *s = &v->sites.sites[v->order[k]];
     values[0] = s->alloc_est_count; values[1] = s->alloc_est_bytes;
     values[2] = s->live_est_count;  values[3] = s->live_est_bytes;
@@ -617,11 +642,21 @@ static unsigned proto_site(void *arg, size_t k, void **frames, const char **name
         unsigned f = j < want - nf ? nf + j : j - (want - nf);
         frames[j] = s->frames[f];
         const pm_frame_rec_t *r = _pm_frame_rec(s->frames[f]);
-        if (r) {
-            names[j] = r->function; files[j] = r->file; lines[j] = r->line;
+        if (r) {               /* pprof strips <...> from names: <module> as {module} */
+            size_t m = 0;
+            for (const char *p = r->function; *p && m + 1 < sizeof pv->names[j]; p++)
+                pv->names[j][m++] = *p == '<' ? '{' : *p == '>' ? '}' : *p;
+            pv->names[j][m] = 0;
+            names[j] = pv->names[j]; files[j] = r->file; lines[j] = r->line;
         } else {
+            /* a frame that only its object names ("libsqlite3.so.0+0x1234") keeps its offset:
+             * cut to the object, every such frame of it would be one function */
             const symbol_t *sym = frame_symbol(v, s->frames[f], &scratch);
-            function_name(sym, pv->names[j], sizeof pv->names[j]);
+            const char *base = strrchr(sym->object, '/');
+            base = base ? base + 1 : sym->object;
+            size_t bl = strlen(base);
+            if (bl && strncmp(sym->name, base, bl) == 0 && sym->name[bl] == '+') copy_str(pv->names[j], sizeof pv->names[j], sym->name);
+            else function_name(sym, pv->names[j], sizeof pv->names[j]);
             names[j] = pv->names[j]; files[j] = ""; lines[j] = 0;
         }
     }
@@ -632,7 +667,9 @@ static int write_proto(int fd, sitesview_t *v) {
     proto_view_t *pv = _pm_os_map(sizeof *pv);
     if (pv == NULL) return ENOMEM;
     pv->v = v;
-    int err = _pm_proto_write(fd, proto_site, pv, v->norder, v->sites.rate);
+    /* the JSON report's sites, and their rest as one sample: the same totals, sample type by type */
+    size_t n = v->norder > MAX_REPORT_SITES ? MAX_REPORT_SITES + 1 : v->norder;
+    int err = _pm_proto_write(fd, proto_site, pv, n, v->sites.rate);
     _pm_os_unmap(pv, sizeof *pv);
     return err;
 }

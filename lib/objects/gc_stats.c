@@ -174,9 +174,12 @@ static void gc_section(pm_out_t *o, unsigned format) {
         for (pm_type_rec_t *r = __atomic_load_n(&gc->types_all, __ATOMIC_ACQUIRE); r;
              r = __atomic_load_n(&r->all_next, __ATOMIC_ACQUIRE)) {
             const char *name = r->type && r->type->name ? r->type->name : "?";
-            if (json)
-                _pm_out_printf(o, "%s{\"name\":\"%s\",\"live\":%zu,\"peak\":%zu,\"allocated\":%zu,\"freed\":%zu}",
-                               sep, name, r->live, r->peak, r->allocated, r->freed);
+            if (json) {                       /* a type's name is the program's: escaped */
+                _pm_out_printf(o, "%s{\"name\":", sep);
+                _pm_out_json_string(o, name);
+                _pm_out_printf(o, ",\"live\":%zu,\"peak\":%zu,\"allocated\":%zu,\"freed\":%zu}",
+                               r->live, r->peak, r->allocated, r->freed);
+            }
             else
                 _pm_out_printf(o, "    %-24s %12zu %12zu %14zu %14zu\n", name, r->live, r->peak, r->allocated, r->freed);
             sep = ",";

@@ -141,3 +141,16 @@ _Noreturn void _pm_fatal(const char *fmt, ...) {
     va_end(ap);
     abort();
 }
+
+/* s as a JSON string, quoted: '<' as \u003c too, so that the JSON can sit in an HTML <script>. */
+void _pm_out_json_string(pm_out_t *o, const char *s) {
+    _pm_out_printf(o, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') _pm_out_printf(o, "\\%c", c);
+        else if (c == '<') _pm_out_printf(o, "\\u003c");
+        else if (c < 0x20) _pm_out_printf(o, "\\u%04x", c);
+        else _pm_out_printf(o, "%c", c);
+    }
+    _pm_out_printf(o, "\"");
+}

@@ -17,6 +17,7 @@ void _pm_out_init(pm_out_t *o, char *buf, size_t cap, int fd);
 void _pm_out_printf(pm_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void _pm_out_vprintf(pm_out_t *o, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void _pm_out_flush(pm_out_t *o);
+void _pm_out_json_string(pm_out_t *o, const char *s);   /* quoted and escaped (< too: HTML-safe) */
 void _pm_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void _pm_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

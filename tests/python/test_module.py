@@ -183,6 +183,45 @@ class Runner(unittest.TestCase):
             # the module-level line that called it holds the same bytes: the stack goes up to it
             self.assertAlmostEqual(rows["{module} [%s:%d]" % (self.script, line + 3)], rows[name], delta=1.0, msg=tool)
 
+    def test_proto_of_thousands_of_sites_is_whole_and_sums_to_the_json(self):
+        # found by a review: a .pb.gz whose compressed stream passed 64 KiB lost its end, and the
+        # JSON's 2,000-site cap made its totals differ from the proto's
+        script = os.path.join(self.dir, "many.py")
+        write(script, WAIT_FOR_REPORTS + """
+src = "\\n".join("def f%d():\\n    return [bytearray(100) for _ in range(3)]" % i for i in range(3000))
+ns = {}
+exec(compile(src, "gen.py", "exec"), ns)
+keep = [ns["f%d" % i]() for i in range(3000)]
+dump_and_wait(sys.argv[1], ["json", "pb.gz"])
+print("done")
+""")
+        p = run(["-m", "poolmalloc", "run", "--sample", "1", "--dir", self.reports, "--formats", "json+proto", script,
+                 self.reports], cwd=self.dir)
+        self.assertEqual((p.returncode, p.stdout), (0, "done\n"), p.stderr)
+        pb = [f for f in os.listdir(self.reports) if f.endswith(".pb.gz")][0]
+        import gzip
+        with open(os.path.join(self.reports, pb), "rb") as f:
+            packed = f.read()
+        self.assertGreater(len(packed), 65536, "more than one output buffer")
+        gzip.decompress(packed)                # the whole stream, trailer and CRC included
+        doc = json.loads(self.report("json"))
+        self.assertEqual(len(doc["sites"]), 2000)
+        self.assertGreater(doc["sites_omitted"]["sites"], 1000)
+        raw = subprocess.run(["go", "tool", "pprof", "-raw", os.path.join(self.reports, pb)], capture_output=True,
+                             text=True, timeout=120, env=dict(os.environ, GOCACHE=os.path.join(self.dir, "gocache")))
+        self.assertEqual(raw.returncode, 0, raw.stderr)
+        rows = raw.stdout.split("Samples:\n", 1)[1].splitlines()[1:]
+        sums = [0, 0, 0, 0]
+        for line in rows:
+            m = re.match(r"^\s+([\d ]+):", line)
+            if not m:
+                break
+            for i, v in enumerate(m.group(1).split()):
+                sums[i] += int(v)
+        keys = ("alloc_count", "alloc_bytes", "live_count", "live_bytes")
+        self.assertEqual(sums, [sum(s[k] for s in doc["sites"]) + doc["sites_omitted"][k] for k in keys])
+        self.assertIn("more sites]", raw.stdout)
+
     def test_exit_status_argv_and_module_and_command_forms(self):
         write(os.path.join(self.dir, "exits.py"), "import sys\nprint(sys.argv[1:])\nsys.exit(3)\n")
         p = run(["-m", "poolmalloc", "run", "exits.py", "a", "b"], cwd=self.dir)

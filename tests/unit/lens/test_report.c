@@ -369,6 +369,20 @@ Test(report, collectors_appear_in_the_text_and_json_reports) {
     cr_assert(strstr(json, "\"gc\":[]"), "a destroyed collector leaves the report");
 }
 
+/* Found by a review: a type's name went into the JSON as it was, so a quote broke the document and
+ * "</script>" could close the HTML report's data element. */
+static const pm_type odd_type = { "map<K, \"V\"></script>", cell_traverse, cell_clear, NULL, cell_dealloc };
+
+Test(report, type_names_are_escaped_in_json) {
+    pm_gc *gc = pm_gc_new();
+    cell *c = pm_new(gc, &odd_type, sizeof(cell));
+    char *json = report_of("json");
+    cr_assert(strstr(json, "{\"name\":\"map\\u003cK, \\\"V\\\">\\u003c/script>\",\"live\":1,"), "%s", strstr(json, "\"types\""));
+    cr_assert_null(strstr(json, "</script>"), "no closing tag survives");
+    pm_decref(c);
+    pm_gc_destroy(gc);
+}
+
 Test(report, interval_dumps_every_so_many_bytes_allocated, .timeout = 60) {
     use_temp_dir();
     cr_assert_eq(pm_ctl("opt.formats", NULL, NULL, "json", 4), 0);
