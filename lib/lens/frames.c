@@ -36,11 +36,16 @@ static _Atomic(pm_frame_source_fn) source;
 static char source_kind[16] = "native";
 static char eval_symbol[128];
 
-/* A copy of s (at most STR_MAX bytes, cut before a UTF-8 character rather than through it) in the
- * arena; NULL when no memory. */
-static const char *keep(const char *s) {
+/* How much of s is kept: at most STR_MAX bytes, cut before a UTF-8 character, not through it. */
+static size_t kept_len(const char *s) {
     size_t n = strnlen(s, STR_MAX);
     if (n == STR_MAX) while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80) n--;
+    return n;
+}
+
+/* A copy of what is kept of s in the arena; NULL when no memory. */
+static const char *keep(const char *s) {
+    size_t n = kept_len(s);
     if (arena_at == NULL || (size_t)(arena_end - arena_at) < n + 1) {
         char *m = _pm_os_map(ARENA);
         if (m == NULL) return NULL;
@@ -56,9 +61,9 @@ static const char *keep(const char *s) {
 
 static uintptr_t key_of(const char *function, const char *file, unsigned line) {
     uint64_t h = _pm_hash(line + 1);
-    for (const char *p = function; *p && p - function < (long)STR_MAX; p++) h = _pm_hash(h ^ (unsigned char)*p);
+    for (size_t i = 0, n = kept_len(function); i < n; i++) h = _pm_hash(h ^ (unsigned char)function[i]);
     h = _pm_hash(h ^ 0x2f);
-    for (const char *p = file; *p && p - file < (long)STR_MAX; p++) h = _pm_hash(h ^ (unsigned char)*p);
+    for (size_t i = 0, n = kept_len(file); i < n; i++) h = _pm_hash(h ^ (unsigned char)file[i]);
     return h ? (uintptr_t)h : 1;
 }
 
@@ -67,8 +72,14 @@ static pm_frame_rec_t *rec_at(uint64_t id) {   /* id >= 1 */
     return c ? &c[(id - 1) % CHUNK] : NULL;
 }
 
+/* The record holds what keep() kept of each name: compare that much, and no more. */
+static bool same_kept(const char *stored, const char *s) {
+    size_t n = kept_len(s);
+    return strlen(stored) == n && memcmp(stored, s, n) == 0;
+}
+
 static bool same(const pm_frame_rec_t *r, const char *function, const char *file, unsigned line) {
-    return r->line == line && strncmp(r->function, function, STR_MAX) == 0 && strncmp(r->file, file, STR_MAX) == 0;
+    return r->line == line && same_kept(r->function, function) && same_kept(r->file, file);
 }
 
 PM_EXPORT uint64_t pm_frame_intern(const char *function, const char *file, unsigned line) {

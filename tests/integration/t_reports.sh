@@ -101,25 +101,9 @@ for index in inuse_space alloc_space; do
 done
 # the totals, each sample type's sum over the samples (-raw: -top rounds its "total" to 6 digits)
 go tool pprof -raw "$out/t.$pid.1.pb.gz" >"$PM_TMP/gopprof.raw" 2>/dev/null || pm_fail "go tool pprof -raw failed"
-python3 - "$PM_TMP/gopprof.raw" "$out/t.$pid.1.json" <<'PY' || pm_fail "go tool pprof's totals are not the JSON's"
-import json, re, sys
-raw, doc = open(sys.argv[1]).read(), json.load(open(sys.argv[2]))
-head = raw.split("Samples:\n", 1)[1].splitlines()
-types = [t.split("/")[0] for t in head[0].replace("[dflt]", "").split()]
-assert types == ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"], types
-assert "inuse_space/bytes[dflt]" in head[0], head[0]
-sums = [0, 0, 0, 0]
-for line in head[1:]:
-    m = re.match(r"^\s+([\d ]+):", line)
-    if not m:
-        break
-    for i, v in enumerate(m.group(1).split()):
-        sums[i] += int(v)
-keys = ("alloc_count", "alloc_bytes", "live_count", "live_bytes")
-want = [sum(s[k] for s in doc["sites"]) + doc["sites_omitted"][k] for k in keys]   # the sites past 2,000, summed
-print("go tool pprof totals", dict(zip(types, sums)), "JSON", want)
-assert sums == want, (sums, want)
-PY
+python3 "$PM_ROOT/tests/proto_totals.py" "$out/t.$pid.1.pb.gz" "$out/t.$pid.1.json" >"$PM_TMP/totals.out" 2>&1 ||
+    pm_fail "go tool pprof's totals are not the JSON's" "$(cat "$PM_TMP/totals.out")"
+cat "$PM_TMP/totals.out"
 for name in site_small site_large main; do
     grep -q " $name\$" "$PM_TMP/gopprof.inuse_space" || pm_fail "go tool pprof does not name $name" "$(head -20 "$PM_TMP/gopprof.inuse_space")"
 done

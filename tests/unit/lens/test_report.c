@@ -369,6 +369,24 @@ Test(report, collectors_appear_in_the_text_and_json_reports) {
     cr_assert(strstr(json, "\"gc\":[]"), "a destroyed collector leaves the report");
 }
 
+/* A name longer than the 512 bytes kept is cut before a UTF-8 character, and interning it again
+ * still finds it (the comparison and the hash take the kept part only). */
+Test(report, long_interpreted_names_intern_once) {
+    char name[700];
+    memset(name, 'a', sizeof name);
+    for (size_t i = 509; i + 1 < 600; i += 2) { name[i] = (char)0xc3; name[i + 1] = (char)0xa9; }   /* "é"s across the cut */
+    name[600] = 0;
+    uint64_t a = pm_frame_intern(name, "long.py", 7), b = pm_frame_intern(name, "long.py", 7);
+    cr_assert_neq(a, 0);
+    cr_assert_eq(a, b, "the same long frame interns to one id");
+    const pm_frame_rec_t *r = _pm_frame_rec((void *)(uintptr_t)(a | PM_FRAME_TAG));
+    cr_assert_not_null(r);
+    size_t n = strlen(r->function);
+    cr_assert(n <= 512 && n >= 510, "%zu bytes kept", n);
+    cr_assert_neq((unsigned char)r->function[n - 1], 0xc3, "not cut inside a character");
+    cr_assert_neq(pm_frame_intern(name, "long.py", 8), a, "another line is another frame");
+}
+
 /* Found by a review: a type's name went into the JSON as it was, so a quote broke the document and
  * "</script>" could close the HTML report's data element. */
 static const pm_type odd_type = { "map<K, \"V\"></script>", cell_traverse, cell_clear, NULL, cell_dealloc };
